@@ -1,0 +1,51 @@
+"""The audit layer: PEP 578 hooks plus wrappers where CPython raises no event.
+
+``install()`` is irreversible (audit hooks cannot be removed), which is why
+the plugin calls it only in a forked child. The per-scope rules live in one
+module each (``fs``, ``net``, ``process``, ``runtime``, ``env``); the
+:class:`~pytest_permission.audit.guard.Guard` holds the policy and the
+denials and dispatches events to them.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+from pytest_permission.audit.guard import Guard
+from pytest_permission.policy import Policy
+
+__all__ = ["Guard", "active", "install"]
+
+_active: Guard | None = None
+
+
+def active() -> Guard | None:
+    """The guard enforcing in this process, if any."""
+    return _active
+
+
+def install(
+    policy: Policy,
+    *,
+    implicit: bool = True,
+    extra_read: Sequence[str] = (),
+    extra_write: Sequence[str] = (),
+) -> Guard:
+    """Enforce ``policy`` in this process from now on, for good.
+
+    ``extra_read``/``extra_write`` are paths the caller itself needs (the
+    plugin's report pipe, coverage data); they are granted even with
+    ``implicit=False`` and never show in ``has()``.
+    """
+    global _active
+    if _active is not None:
+        raise RuntimeError("enforcement is already installed in this process")
+    from pytest_permission.audit import env, fs, net, process, runtime
+
+    guard = Guard(policy, implicit=implicit, extra_read=extra_read, extra_write=extra_write)
+    for module in (fs, net, process, runtime, env):
+        guard.register(module.install(guard))
+    _active = guard
+    sys.addaudithook(guard.dispatch)
+    return guard

@@ -1,0 +1,167 @@
+"""The guard: the policy in force, the denial log, and event dispatch.
+
+Scope modules ask it two questions, "is this allowed?" and "deny this", so
+the rules of what a grant covers stay in :mod:`pytest_permission.policy` and
+the rules of what an operation needs stay in the scope modules.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from pytest_permission import paths, scopes
+from pytest_permission.audit.implicit import Implicit
+from pytest_permission.errors import AccessDenied, Denial
+from pytest_permission.policy import Policy
+from pytest_permission.scopes import Scope
+
+Handler = Callable[[tuple[Any, ...]], None]
+
+_PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+_STDLIB = os.path.dirname(os.__file__) + os.sep
+"""Skipped, like this package, when naming where a denial happened."""
+
+
+class Guard:
+    """Enforces one policy in this process; ``drop()`` narrows it for good."""
+
+    def __init__(
+        self,
+        policy: Policy,
+        *,
+        implicit: bool = True,
+        extra_read: Sequence[str] = (),
+        extra_write: Sequence[str] = (),
+    ) -> None:
+        self.policy = policy
+        self.effective = policy.resolved()
+        self.implicit = Implicit(
+            enabled=implicit,
+            net=policy.has("net") or bool(policy.grant(scopes.NET).rules),
+            extra_read=extra_read,
+            extra_write=extra_write,
+        )
+        self.denials: list[Denial] = []
+        self._handlers: dict[str, Handler] = {}
+        self._listeners: list[Callable[[], None]] = []
+        self._local = threading.local()
+
+    # -- the public face: Node's has()/drop() -------------------------------
+
+    def has(self, scope: str, resource: object = None) -> bool:
+        return self.policy.has(scope, resource)
+
+    def drop(self, scope: str, resource: object = None) -> None:
+        self.policy = self.policy.dropped(scope, resource)
+        self.effective = self.policy.resolved()
+        self.changed()
+
+    # -- for scope modules ---------------------------------------------------
+
+    def register(self, handlers: Mapping[str, Handler]) -> None:
+        """Add event handlers; two for one event both run, in order."""
+        for event, handler in handlers.items():
+            previous = self._handlers.get(event)
+            self._handlers[event] = handler if previous is None else _chain(previous, handler)
+
+    def on_change(self, listener: Callable[[], None]) -> None:
+        """Call ``listener`` whenever cached decisions may have gone stale."""
+        self._listeners.append(listener)
+
+    def changed(self) -> None:
+        for listener in self._listeners:
+            listener()
+
+    def granted(self, scope: Scope, resource: str | None = None) -> bool:
+        """Whether the policy in force allows ``resource`` (not a path)."""
+        return self.effective.has(scope.name, resource)
+
+    def path_granted(self, scope: Scope, path: str) -> bool:
+        """Whether ``path`` (absolute, lexical) is allowed, links resolved."""
+        grant = self.effective.grant(scope)
+        if grant.everything:
+            return True
+        real = paths.resolve(path)
+        return paths.covered(grant.rules, real) or self.implicit.covers(scope, real)
+
+    def require(self, scope: Scope, resource: str | None) -> None:
+        if not self.granted(scope, resource):
+            self.deny(scope, resource)
+
+    def require_path(self, scope: Scope, path: str) -> None:
+        if not self.path_granted(scope, path):
+            self.deny(scope, path)
+
+    def deny(self, scope: Scope, resource: str | None, *, raised: bool = True) -> None:
+        """Record a denial; raise ``AccessDenied`` unless the access was only hidden."""
+        self.denials.append(Denial(scope.permission, resource, _where(), raised))
+        if raised:
+            raise AccessDenied(scope.permission, resource)
+
+    # -- the audit hook ------------------------------------------------------
+
+    def dispatch(self, event: str, args: tuple[Any, ...]) -> None:
+        handler = self._handlers.get(event)
+        if handler is not None:
+            local = self._local
+            if getattr(local, "busy", False):
+                return  # an event raised by a check's own work
+            local.busy = True
+            try:
+                handler(args)
+            finally:
+                local.busy = False
+
+
+def _chain(first: Handler, second: Handler) -> Handler:
+    def both(args: tuple[Any, ...]) -> None:
+        first(args)
+        second(args)
+
+    return both
+
+
+def _where() -> str:
+    """``file:line`` of the code that asked: outside this package and the stdlib if possible."""
+    frame = sys._getframe(1)
+    fallback = None
+    while frame is not None:
+        filename = frame.f_code.co_filename
+        if not filename.startswith(_PACKAGE):
+            if fallback is None:
+                fallback = frame
+            if not filename.startswith(_STDLIB) and not filename.startswith("<frozen"):
+                break
+        frame = frame.f_back  # type: ignore[assignment]
+    frame = frame or fallback
+    return "<unknown>" if frame is None else f"{frame.f_code.co_filename}:{frame.f_lineno}"
+
+
+def caller_file() -> str:
+    """The file of the innermost Python frame outside this package."""
+    frame = sys._getframe(1)
+    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE):
+        frame = frame.f_back  # type: ignore[assignment]
+    return "" if frame is None else frame.f_code.co_filename
+
+
+def absolute(path: object, dir_fd: int | None = None) -> str:
+    """The absolute lexical path an event names, relative to ``dir_fd`` if given."""
+    if isinstance(path, int):
+        return fd_path(path)
+    text = paths.as_str(path)  # type: ignore[arg-type]
+    if dir_fd is not None and not os.path.isabs(text):
+        return paths.normalise(text, fd_path(dir_fd))
+    return paths.normalise(text)
+
+
+def fd_path(fd: int) -> str:
+    """The path a descriptor was opened with, as the kernel knows it."""
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        return f"/proc/self/fd/{fd}"

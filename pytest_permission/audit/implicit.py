@@ -1,0 +1,100 @@
+"""The implicit grants of spec section 3: what ordinary tests need to run.
+
+Kept apart from the declared policy on purpose: ``has()`` answers for what
+the test declared, and ``drop()`` cannot take away the interpreter's own
+ability to import code or read the time-zone database.
+"""
+
+from __future__ import annotations
+
+import os
+import site
+import sys
+from collections.abc import Sequence
+
+from pytest_permission import paths, scopes
+from pytest_permission.scopes import Scope
+
+CODE_SUFFIXES = (".py", ".pyc", ".so", ".pyd", ".pth", ".pyi", ".typed")
+"""Files the import system reads from ``sys.path`` entries."""
+
+SYSTEM_DATA = (
+    "/usr/share/zoneinfo",
+    "/etc/localtime",
+    "/usr/lib/locale",
+    "/usr/share/locale",
+    "/dev/null",
+    "/dev/urandom",
+    "/dev/random",
+)
+"""Read by the runtime on its own behalf (time zones, locales, entropy)."""
+
+RESOLVER = (
+    "/etc/hosts",
+    "/etc/resolv.conf",
+    "/etc/nsswitch.conf",
+    "/etc/gai.conf",
+    "/etc/host.conf",
+    "/etc/services",
+)
+"""Read by the C resolver; granted with ``net``."""
+
+WRITABLE = ("/dev/null",)
+
+
+def _rules(entries: Sequence[str]) -> tuple[paths.PathRule, ...]:
+    return tuple(dict.fromkeys(paths.resolved(paths.parse(e)) for e in entries if e))
+
+
+def _installation() -> list[str]:
+    found = [sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix]
+    found += site.getsitepackages() if hasattr(site, "getsitepackages") else []
+    user = site.getusersitepackages() if site.ENABLE_USER_SITE else None
+    return found + ([user] if isinstance(user, str) else [])
+
+
+def _ca_files() -> list[str]:
+    import ssl
+
+    verify = ssl.get_default_verify_paths()
+    return [p for p in (verify.cafile, verify.capath, verify.openssl_cafile, verify.openssl_capath) if p]
+
+
+class Implicit:
+    """Answers whether an implicit grant covers a real path."""
+
+    def __init__(
+        self,
+        *,
+        enabled: bool,
+        net: bool,
+        extra_read: Sequence[str] = (),
+        extra_write: Sequence[str] = (),
+    ) -> None:
+        self.enabled = enabled
+        read = list(extra_read)
+        write = list(extra_write)
+        if enabled:
+            read += _installation() + list(SYSTEM_DATA)
+            write += list(WRITABLE)
+            if net:
+                read += list(RESOLVER) + _ca_files()
+        self._read = _rules(read)
+        self._write = _rules(write)
+        self._sys_path: list[str] = []
+        self._code_roots: tuple[str, ...] = ()
+
+    def covers(self, scope: Scope, real: str) -> bool:
+        if scope is scopes.FS_WRITE:
+            return paths.covered(self._write, real)
+        if paths.covered(self._read, real):
+            return True
+        return self.enabled and real.endswith(CODE_SUFFIXES) and self.importable(real)
+
+    def importable(self, real: str) -> bool:
+        """Whether ``real`` lies below an entry of ``sys.path``."""
+        if sys.path != self._sys_path:
+            self._sys_path = list(sys.path)
+            roots = (paths.resolve(p or os.getcwd()) for p in self._sys_path)
+            self._code_roots = tuple(dict.fromkeys(r.rstrip(os.sep) + os.sep for r in roots))
+        return real.startswith(self._code_roots)
