@@ -46,6 +46,9 @@ class Guard:
             extra_write=extra_write,
         )
         self.denials: list[Denial] = []
+        self.raised: dict[int, AccessDenied] = {}
+        """The error each raised denial produced, by index in ``denials``: the
+        plugin tells a denial the test handled from one the code swallowed."""
         self._handlers: dict[str, Handler] = {}
         self._listeners: list[Callable[[], None]] = []
         self._local = threading.local()
@@ -100,7 +103,9 @@ class Guard:
         """Record a denial; raise ``AccessDenied`` unless the access was only hidden."""
         self.denials.append(Denial(scope.permission, resource, _where(), raised))
         if raised:
-            raise AccessDenied(scope.permission, resource)
+            error = AccessDenied(scope.permission, resource)
+            self.raised[len(self.denials) - 1] = error
+            raise error
 
     # -- the audit hook ------------------------------------------------------
 
