@@ -8,10 +8,20 @@ in the pytest process itself could never be undone.
 
 from __future__ import annotations
 
+from pytest_permission.assertions import assert_access_denied, raises_access_denied
 from pytest_permission.errors import AccessDenied, Denial
 from pytest_permission.policy import Policy
 
-__all__ = ["AccessDenied", "Denial", "Policy", "has", "drop", "denials"]
+__all__ = [
+    "AccessDenied",
+    "Denial",
+    "Policy",
+    "assert_access_denied",
+    "denials",
+    "drop",
+    "has",
+    "raises_access_denied",
+]
 
 
 def has(scope: str, resource: object = None) -> bool:

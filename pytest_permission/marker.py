@@ -1,0 +1,186 @@
+"""``@pytest.mark.permission``: its arguments, their checks and the settings they give.
+
+A marker is checked twice with the same code: at collection by
+:func:`validate` (no fixture exists yet, so placeholders expand to a dummy
+folder), and before the call by :func:`settings_for`, with the test's real
+folders. Either way a bad marker is a ``ValueError`` naming the keyword and
+the accepted forms, never a crash and never a silently ignored typo.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import re
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from pytest_permission import scopes
+from pytest_permission.policy import INHERIT, Policy
+from pytest_permission.scopes import Kind
+
+MARKER_LINE = (
+    "permission(base='none', *, fs_read=..., fs_write=..., net=..., child=..., worker=..., "
+    "addon=..., ffi=..., inspector=..., env=..., wasi=..., strict=None, implicit=None, "
+    "timeout=None): run the test in a forked child with only these permissions "
+    "(Node.js permission model)"
+)
+
+NONE = "none"
+BASES = (NONE, INHERIT)
+PLACEHOLDERS = ("tmp_path", "rootdir", "testdir")
+_SETTINGS = ("strict", "implicit", "timeout")
+_PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
+
+
+@dataclass(frozen=True)
+class TestSettings:
+    """What one test's marker asks for; ``None`` leaves it to the session options."""
+
+    __test__ = False  # a library class, not a test class for pytest to collect
+
+    policy: Policy
+    strict: bool | None
+    implicit: bool | None
+    timeout: float | None
+
+
+def _accepted_keywords() -> list[str]:
+    return ["base", *scopes.keywords(), *_SETTINGS]
+
+
+def _check_keyword(keyword: str) -> None:
+    accepted = _accepted_keywords()
+    if keyword in accepted:
+        return
+    close = difflib.get_close_matches(keyword, accepted, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    raise ValueError(f"unknown keyword {keyword!r}{hint}; accepted: {', '.join(accepted)}")
+
+
+def _base(marker: pytest.Mark) -> str:
+    if len(marker.args) > 1:
+        raise ValueError(
+            f"takes one positional argument, the base 'none' or 'inherit'; "
+            f"got {len(marker.args)}: {', '.join(map(repr, marker.args))}"
+        )
+    if marker.args and "base" in marker.kwargs:
+        raise ValueError("the base is given twice, as positional argument and as base=")
+    base = marker.args[0] if marker.args else marker.kwargs.get("base", NONE)
+    if not isinstance(base, str) or base not in BASES:
+        raise ValueError(f"base {base!r} is not valid; accepted: 'none' or 'inherit'")
+    return base
+
+
+def _expand(text: str, where: str, folders: Mapping[str, Path]) -> str:
+    """``text`` with ``{tmp_path}``, ``{rootdir}`` and ``{testdir}`` replaced."""
+
+    def one(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in PLACEHOLDERS:
+            known = ", ".join("{" + p + "}" for p in PLACEHOLDERS)
+            raise ValueError(
+                f"{where} {text!r} has an unknown placeholder {match.group(0)!r}; accepted: {known}"
+            )
+        folder = folders.get(name)
+        if folder is None:
+            raise ValueError(f"{where} {text!r} needs {match.group(0)}, which this test lacks")
+        return str(folder)
+
+    return _PLACEHOLDER.sub(one, text)
+
+
+def _expanded(keyword: str, value: object, folders: Mapping[str, Path]) -> object:
+    """A path or host grant with placeholders expanded in its str entries.
+
+    Anything else goes through unchanged, for the policy to accept or reject
+    with its own message.
+    """
+    scope = scopes.by_keyword(keyword)
+    if scope is None or scope.kind not in (Kind.PATHS, Kind.HOSTS):
+        return value
+    where = f"{keyword} entry"
+    if isinstance(value, str):
+        return value if value == INHERIT else _expand(value, where, folders)
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [_expand(v, where, folders) if isinstance(v, str) else v for v in value]
+    return value
+
+
+def _bool_setting(marker: pytest.Mark, keyword: str) -> bool | None:
+    value = marker.kwargs.get(keyword)
+    if value is not None and not isinstance(value, bool):
+        raise ValueError(f"{keyword}={value!r} is not valid; accepted: True, False or None")
+    return value
+
+
+def _timeout(marker: pytest.Mark) -> float | None:
+    value = marker.kwargs.get("timeout")
+    if value is None:
+        return None
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or value <= 0
+    ):
+        raise ValueError(
+            f"timeout={value!r} is not valid; accepted: a positive number of seconds or None"
+        )
+    return float(value)
+
+
+def settings_for(
+    marker: pytest.Mark,
+    *,
+    session: Policy,
+    rootdir: Path,
+    testdir: Path,
+    tmp_path: Path | None,
+) -> TestSettings:
+    """The settings a ``permission`` marker gives one test.
+
+    Scopes not named are denied (base ``"none"``) or taken from ``session``
+    (base ``"inherit"``); relative paths are relative to ``rootdir``.
+    Raises ``ValueError`` naming the keyword and the accepted forms.
+    """
+    base = _base(marker)
+    for keyword in marker.kwargs:
+        _check_keyword(keyword)
+    folders = {"rootdir": rootdir, "testdir": testdir}
+    if tmp_path is not None:
+        folders["tmp_path"] = tmp_path
+    grants = {
+        keyword: _expanded(keyword, value, folders)
+        for keyword, value in marker.kwargs.items()
+        if keyword != "base" and keyword not in _SETTINGS
+    }
+    try:
+        policy = Policy.from_keywords(
+            grants,
+            base=session if base == INHERIT else None,
+            session=session,
+            root=str(rootdir),
+        )
+    except TypeError as exc:
+        raise ValueError(str(exc)) from None
+    return TestSettings(
+        policy=policy,
+        strict=_bool_setting(marker, "strict"),
+        implicit=_bool_setting(marker, "implicit"),
+        timeout=_timeout(marker),
+    )
+
+
+def validate(marker: pytest.Mark) -> None:
+    """Check a marker at collection, before any fixture (``tmp_path``) exists.
+
+    Placeholders expand to a dummy existing folder, so only the marker's own
+    mistakes are reported.
+    """
+    dummy = Path(tempfile.gettempdir())
+    settings_for(marker, session=Policy(), rootdir=dummy, testdir=dummy, tmp_path=dummy)

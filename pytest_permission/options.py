@@ -1,0 +1,240 @@
+"""Session options: Node's ``--permission``/``--allow-*`` flags and their ini keys.
+
+Every flag has an ini key named after it (``--allow-fs-read`` is
+``permission_allow_fs_read``) so that a project can pin its session policy
+in its configuration file. The command line wins: a flag given replaces the
+ini value (for lists too, so the command line never has to undo the file).
+The grant flags come from the scope table, so a new scope gets its flag,
+its ini key and its help line at once.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, TypeVar, cast
+
+import pytest
+
+from pytest_permission import scopes
+from pytest_permission.policy import Policy
+from pytest_permission.scopes import Kind, Scope
+
+Kernel = Literal["auto", "require", "off"]
+KERNEL_MODES: tuple[Kernel, ...] = ("auto", "require", "off")
+T = TypeVar("T")
+
+_VALUE_HELP = {
+    Kind.PATHS: (
+        "PATH",
+        "grant {what} to PATH (a folder covers what is below it; a trailing '*' is a prefix; "
+        "'*' is everything); repeatable",
+    ),
+    Kind.HOSTS: (
+        "HOST",
+        "grant network access to HOST ('host', 'host:port', '[v6]:port', '*.example.com', "
+        "a Unix-socket path); without a value every host; repeatable",
+    ),
+    Kind.NAMES: (
+        "NAME",
+        "grant the environment variable NAME ('AWS_*' for a prefix); "
+        "without a value every variable; repeatable",
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Session:
+    """What the session options ask for, read once at configure time."""
+
+    enforce: bool
+    """``--permission``: restrict every test, not only marked ones."""
+    policy: Policy
+    """The grants of ``--allow-*``; markers start from it with ``"inherit"``."""
+    strict: bool
+    """``--permission-strict``: a swallowed denial fails the test."""
+    implicit: bool
+    """False with ``--permission-no-implicit``: no implicit grants."""
+    kernel: Kernel
+    audit: bool
+    """``--permission-audit``: record, do not enforce."""
+    timeout: float | None
+    """Seconds a forked test may run; ``None`` for no limit."""
+
+
+def _ini_name(flag: str) -> str:
+    """The ini key of a flag: ``--allow-fs-read`` is ``permission_allow_fs_read``."""
+    name = flag.lstrip("-").replace("-", "_")
+    return name if name.startswith("permission") else f"permission_{name}"
+
+
+def _grant_flags() -> list[Scope]:
+    return [s for s in scopes.GRANTABLE if s.flag is not None]
+
+
+def add_options(parser: pytest.Parser) -> None:
+    """Register the ``permission`` option group and its ini keys."""
+    group = parser.getgroup("permission", "permission: Node.js permission model")
+
+    def switch(flag: str, help: str) -> None:
+        group.addoption(flag, action="store_true", dest=_ini_name(flag), help=help)
+        parser.addini(_ini_name(flag), f"{help} (as {flag})", type="bool", default=False)
+
+    switch(
+        "--permission",
+        "restrict every test to the --allow-* grants (markers override); "
+        "without it only marked tests and tests using the 'permission' fixture are restricted",
+    )
+    for scope in _grant_flags():
+        flag = cast(str, scope.flag)
+        name = _ini_name(flag)
+        if scope.kind is Kind.SWITCH:
+            python = "" if scope.gates_python else " (no Python counterpart: has() only)"
+            switch(flag, f"grant the '{scope.name}' permission{python}")
+            continue
+        metavar, text = _VALUE_HELP[scope.kind]
+        text = text.format(what=f"'{scope.name}'")
+        optional = {} if scope.kind is Kind.PATHS else {"nargs": "?", "const": "*"}
+        group.addoption(
+            flag, action="append", dest=name, metavar=metavar, default=None, help=text,
+            **optional,
+        )
+        parser.addini(name, f"{text.split(';')[0]} (one per line; as {flag})", type="linelist")
+    switch("--permission-strict", "fail a test whose code swallowed a denial (default: warn)")
+    switch(
+        "--permission-no-implicit",
+        "no implicit grants (Python installation, sys.path code, system data files)",
+    )
+    switch(
+        "--permission-audit",
+        "enforce nothing: record what each test touches and print the marker it needs",
+    )
+    group.addoption(
+        "--permission-kernel", dest="permission_kernel", metavar="auto|require|off",
+        default=None,
+        help="kernel layer (Landlock, seccomp) on Linux: auto (where supported, default), "
+        "require (fail the session without it), off",
+    )
+    parser.addini(
+        "permission_kernel", "kernel layer: auto, require or off (as --permission-kernel)",
+        default="auto",
+    )
+    group.addoption(
+        "--permission-timeout", dest="permission_timeout", metavar="SECONDS", default=None,
+        help="kill a restricted test's forked child after SECONDS (0: no limit, the default)",
+    )
+    parser.addini(
+        "permission_timeout",
+        "seconds after which a restricted test is killed (as --permission-timeout)",
+        default="",
+    )
+
+
+@dataclass(frozen=True)
+class _Setting:
+    """One option's effective value and where it came from, for error messages."""
+
+    value: object
+    origin: str
+    """``--flag`` or ``ini_key (ini)``."""
+    root: Path
+    """What relative paths in it are relative to."""
+
+
+def _setting(config: pytest.Config, flag: str) -> _Setting:
+    """The command-line value if the flag was given, else the ini value.
+
+    Relative command-line paths are relative to the invocation directory (as
+    Node's are to its working directory), relative ini paths to the ini file.
+    """
+    name = _ini_name(flag)
+    given = config.getoption(name)
+    if given is not None and given is not False:
+        return _Setting(given, flag, config.invocation_params.dir)
+    ini_dir = config.inipath.parent if config.inipath is not None else config.rootpath
+    return _Setting(config.getini(name), f"{name} (ini)", ini_dir)
+
+
+def _check_not_test_path(setting: _Setting, flag: str) -> None:
+    """Refuse ``--allow-net tests``: argparse took the test path as the host.
+
+    A flag with an optional value swallows the next argument when it is
+    written with a space; Node and Deno only take the value after ``=``.
+    """
+    if not setting.origin.startswith("--") or not isinstance(setting.value, list):
+        return
+    for value in setting.value:
+        path = setting.root / value.partition("::")[0]
+        if path.is_file() or path.is_dir():
+            raise pytest.UsageError(
+                f"{flag}: {value!r} is a test path, not a value: {flag} takes its value "
+                f"after '=' ({flag}=VALUE); write {flag} after the test paths to grant everything"
+            )
+
+
+def _policy(config: pytest.Config) -> Policy:
+    """The session policy, one scope at a time so that an error names its option."""
+    policy = Policy()
+    for scope in _grant_flags():
+        flag = cast(str, scope.flag)
+        setting = _setting(config, flag)
+        if not setting.value:
+            continue
+        if scope.kind is not Kind.PATHS:
+            _check_not_test_path(setting, flag)
+        try:
+            policy = Policy.from_keywords(
+                {cast(str, scope.keyword): setting.value}, base=policy, root=str(setting.root)
+            )
+        except (ValueError, TypeError) as exc:
+            raise pytest.UsageError(f"{setting.origin}: {exc}") from None
+    return policy
+
+
+def _parsed(config: pytest.Config, flag: str, parse: Callable[[str], T], forms: str) -> T:
+    setting = _setting(config, flag)
+    text = str(setting.value).strip()
+    try:
+        return parse(text)
+    except ValueError:
+        raise pytest.UsageError(
+            f"{setting.origin}: invalid value {text!r}; expected {forms}"
+        ) from None
+
+
+def _kernel(text: str) -> Kernel:
+    if text not in KERNEL_MODES:
+        raise ValueError(text)
+    return text
+
+
+def _timeout(text: str) -> float | None:
+    if not text:
+        return None
+    seconds = float(text)
+    if not math.isfinite(seconds) or seconds < 0:
+        raise ValueError(text)
+    return seconds or None
+
+
+def session_settings(config: pytest.Config) -> Session:
+    """The session's permission settings; ``pytest.UsageError`` for a bad value."""
+
+    def flag(name: str) -> bool:
+        return bool(_setting(config, name).value)
+
+    return Session(
+        enforce=flag("--permission"),
+        policy=_policy(config),
+        strict=flag("--permission-strict"),
+        implicit=not flag("--permission-no-implicit"),
+        kernel=_parsed(config, "--permission-kernel", _kernel, "one of auto, require, off"),
+        audit=flag("--permission-audit"),
+        timeout=_parsed(
+            config, "--permission-timeout", _timeout,
+            "a number of seconds >= 0 (0 for no limit), e.g. 30 or 2.5",
+        ),
+    )
+
