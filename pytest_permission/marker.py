@@ -65,7 +65,7 @@ def _check_keyword(keyword: str) -> None:
 def _base(marker: pytest.Mark) -> str:
     if len(marker.args) > 1:
         raise ValueError(
-            f"takes one positional argument, the base 'none' or 'inherit'; "
+            f"takes at most one positional argument, the base 'none' or 'inherit'; "
             f"got {len(marker.args)}: {', '.join(map(repr, marker.args))}"
         )
     if marker.args and "base" in marker.kwargs:

@@ -245,7 +245,11 @@ def parse_grant(scope: Scope, value: object, root: str | None = None) -> Grant: 
     if scope.kind is Kind.PATHS:
         rules: list[paths.PathRule] = []
         for item in _items(scope, value, PATH_FORMS):
-            text = paths.as_str(item, f"{scope.keyword} entry {item!r}") if item is not None else ""
+            where = f"{scope.keyword} entry {item!r}"
+            try:
+                text = paths.as_str(item, where) if item is not None else ""
+            except TypeError as exc:
+                raise TypeError(f"{exc}; accepted: {PATH_FORMS}") from None
             if text == "*":
                 return EVERYTHING
             if not text:
