@@ -26,21 +26,24 @@ Kernel = Literal["auto", "require", "off"]
 KERNEL_MODES: tuple[Kernel, ...] = ("auto", "require", "off")
 T = TypeVar("T")
 
-_VALUE_HELP = {
+_VALUE_HELP = {  # metavar, command-line help, ini help
     Kind.PATHS: (
         "PATH",
         "grant {what} to PATH (a folder covers what is below it; a trailing '*' is a prefix; "
         "'*' is everything); repeatable",
+        "paths granted {what}, one per line ('*' for every path; relative to the ini file)",
     ),
     Kind.HOSTS: (
         "HOST",
         "grant network access to HOST ('host', 'host:port', '[v6]:port', '*.example.com', "
         "a Unix-socket path); without a value every host; repeatable",
+        "hosts granted network access, one per line ('*' for every host)",
     ),
     Kind.NAMES: (
         "NAME",
         "grant the environment variable NAME ('AWS_*' for a prefix); "
         "without a value every variable; repeatable",
+        "environment variables granted, one per line ('*' for every one, 'AWS_*' for a prefix)",
     ),
 }
 
@@ -94,14 +97,14 @@ def add_options(parser: pytest.Parser) -> None:
             python = "" if scope.gates_python else " (no Python counterpart: has() only)"
             switch(flag, f"grant the '{scope.name}' permission{python}")
             continue
-        metavar, text = _VALUE_HELP[scope.kind]
-        text = text.format(what=f"'{scope.name}'")
+        what = f"'{scope.name}'"
+        metavar, text, ini_text = (t.format(what=what) for t in _VALUE_HELP[scope.kind])
         optional = {} if scope.kind is Kind.PATHS else {"nargs": "?", "const": "*"}
         group.addoption(
             flag, action="append", dest=name, metavar=metavar, default=None, help=text,
             **optional,
         )
-        parser.addini(name, f"{text.split(';')[0]} (one per line; as {flag})", type="linelist")
+        parser.addini(name, f"{ini_text} (as {flag})", type="linelist")
     switch("--permission-strict", "fail a test whose code swallowed a denial (default: warn)")
     switch(
         "--permission-no-implicit",
