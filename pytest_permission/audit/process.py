@@ -1,9 +1,166 @@
-"""Placeholder."""
+"""The ``child`` and ``worker`` scopes: starting processes, threads and interpreters.
+
+Audit events cover most of it. Where CPython raises none, the function is
+wrapped instead: ``multiprocessing``'s spawn/forkserver launcher, thread
+start before Python 3.12, and sub-interpreter creation (3.13 raises no
+``cpython.PyInterpreterState_New`` for it; earlier versions turn the error
+into a bare ``RuntimeError``).
+"""
 
 from __future__ import annotations
 
+import _thread
+import errno
+import functools
+import importlib
+import os
+import shutil
+import sys
+import threading
+from collections.abc import Mapping
+from types import ModuleType
+from typing import Any
+
+from pytest_permission import paths
 from pytest_permission.audit.guard import Guard, Handler
+from pytest_permission.scopes import CHILD, WORKER
+
+SHELLS = frozenset({"sh", "bash", "dash", "ash", "ksh", "zsh"})
+"""Programs whose ``-c`` argument is a command line (``shell=True`` runs ``/bin/sh``)."""
+SUBINTERPRETER = "subinterpreter"
+"""The resource of a denied sub-interpreter."""
+
+
+def executable(program: object, cwd: object = None, env: object = None) -> str:
+    """The absolute path a program name runs: searched on ``PATH`` without a slash."""
+    name = os.fsdecode(program) if isinstance(program, (str, bytes, os.PathLike)) else str(program)
+    if os.sep not in name:
+        search = env.get("PATH") if isinstance(env, Mapping) else None
+        found = shutil.which(name, path=search if isinstance(search, str) else None)
+        if found is None:
+            return name
+        name = found
+    base = paths.normalise(os.fsdecode(cwd)) if isinstance(cwd, (str, bytes, os.PathLike)) else None
+    return paths.normalise(name, base)
+
+
+def first_word(command: object) -> str:
+    """The program a shell command line starts (its first word)."""
+    text = os.fsdecode(command) if isinstance(command, (str, bytes)) else str(command)
+    words = text.split(None, 1)
+    return words[0] if words else text
+
+
+def popen_program(args: tuple[Any, ...]) -> str:
+    """What ``subprocess.Popen`` runs; a shell command line is named by its first word.
+
+    That is what ``os.system`` can name too, and more telling than ``/bin/sh``.
+    """
+    program, argv, cwd, env = args
+    if (
+        isinstance(argv, (list, tuple))
+        and len(argv) == 3
+        and argv[1] == "-c"
+        and os.path.basename(os.fsdecode(argv[0])) in SHELLS
+    ):
+        program = first_word(argv[2])  # shell=True: [shell, "-c", command]
+    return executable(program, cwd, env)
+
+
+def thread_target(function: object) -> str | None:
+    """``module.qualname`` of what a new thread runs (a Thread's target, not its bootstrap)."""
+    owner = getattr(function, "__self__", None)
+    if isinstance(owner, threading.Thread):
+        target = getattr(owner, "_target", None)
+        function = owner.run if target is None else target
+    name = getattr(function, "__qualname__", None)
+    module = getattr(function, "__module__", None)
+    if not isinstance(name, str):
+        return None
+    return f"{module}.{name}" if isinstance(module, str) else name
 
 
 def install(guard: Guard) -> dict[str, Handler]:
-    return {}
+    def child(resource: str | None) -> None:
+        guard.require(CHILD, resource)
+
+    def on_exec(args: tuple[Any, ...]) -> None:
+        path = executable(args[0])
+        if not guard.granted(CHILD) and not os.path.exists(path):
+            # The exec would fail the same way; os.execvp goes on to the next PATH entry.
+            raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), path)
+        child(path)
+
+    def on_pty(args: tuple[Any, ...]) -> None:
+        argv = args[0]
+        child(executable(argv if isinstance(argv, (str, bytes)) else argv[0]))
+
+    def on_kill(args: tuple[Any, ...]) -> None:
+        pid = args[0]
+        if pid != os.getpid():
+            child(str(pid))
+
+    def worker(function: object) -> None:
+        guard.require(WORKER, thread_target(function))
+
+    def subinterpreter(args: tuple[Any, ...]) -> None:
+        guard.require(WORKER, SUBINTERPRETER)
+
+    _wrap(_multiprocessing_util(), "spawnv_passfds", lambda a: child(executable(a[0])))
+    if sys.version_info < (3, 12):  # no thread-start event before 3.12
+        for module, name in (
+            (_thread, "start_new_thread"),
+            (_thread, "start_new"),
+            (threading, "_start_new_thread"),
+        ):
+            _wrap(module, name, lambda a: worker(a[0]))
+    interpreters = _interpreters()
+    if interpreters is not None:
+        _wrap(interpreters, "create", subinterpreter)
+    return {
+        "subprocess.Popen": lambda a: child(popen_program(a)),
+        "os.system": lambda a: child(executable(first_word(a[0]))),
+        "os.exec": on_exec,
+        "os.posix_spawn": lambda a: child(executable(a[0], env=a[2])),
+        "os.spawn": lambda a: child(executable(a[1], env=a[3])),
+        "os.startfile": lambda a: child(executable(a[0])),
+        "pty.spawn": on_pty,
+        "os.fork": lambda a: child(None),
+        "os.forkpty": lambda a: child(None),
+        "os.kill": on_kill,
+        "os.killpg": lambda a: child(str(a[0])),
+        "_thread.start_new_thread": lambda a: worker(a[0]),
+        "_thread.start_joinable_thread": lambda a: worker(a[0]),
+        "cpython.PyInterpreterState_New": subinterpreter,
+    }
+
+
+def _wrap(module: ModuleType, name: str, check: Handler) -> None:
+    """Make ``module.name`` pass its positional arguments to ``check`` first, as an event would."""
+    real = getattr(module, name, None)
+    if real is None:
+        return
+
+    @functools.wraps(real)
+    def checked(*args: Any, **kwargs: Any) -> Any:
+        check(args)
+        return real(*args, **kwargs)
+
+    setattr(module, name, checked)
+
+
+def _multiprocessing_util() -> ModuleType:
+    """``multiprocessing.util``, whose ``spawnv_passfds`` starts processes without an event."""
+    import multiprocessing.util
+
+    return multiprocessing.util
+
+
+def _interpreters() -> ModuleType | None:
+    """The sub-interpreter module: its ``create`` raises no event (3.13) or loses our error."""
+    for name in ("_interpreters", "_xxsubinterpreters"):
+        try:
+            return importlib.import_module(name)
+        except ImportError:
+            pass
+    return None
