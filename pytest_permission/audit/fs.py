@@ -13,6 +13,7 @@ from __future__ import annotations
 import errno
 import functools
 import os
+import sys
 import threading
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -21,7 +22,14 @@ from pytest_permission.audit.guard import Guard, Handler, absolute, caller_file
 from pytest_permission.scopes import FS_READ as READ
 from pytest_permission.scopes import FS_WRITE as WRITE
 
+if sys.platform != "win32":
+    import fcntl
+
 _PYCACHE = f"{os.sep}__pycache__"
+_IMPORT_SYSTEM = "<frozen importlib"
+"""How the import system's frames are named (``co_filename``)."""
+_ACCESS_DEFAULT = 0  # mmap.ACCESS_DEFAULT, without importing mmap
+_ACCESS_WRITE = 2  # mmap.ACCESS_WRITE
 
 
 def needs(flags: int) -> tuple[bool, bool]:
@@ -34,8 +42,14 @@ def needs(flags: int) -> tuple[bool, bool]:
     return read, write
 
 
-def _bytecode(path: str) -> bool:
-    return _PYCACHE in path
+def _writable(fd: int) -> bool:
+    """Whether a descriptor was opened for writing."""
+    if sys.platform == "win32":
+        return True  # no way to ask: assume the worst
+    try:
+        return fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE != os.O_RDONLY
+    except OSError:
+        return False
 
 
 def install(guard: Guard) -> dict[str, Handler]:
@@ -48,10 +62,12 @@ def install(guard: Guard) -> dict[str, Handler]:
 
     def write(path: object, dir_fd: int | None = None) -> None:
         full = absolute(path, dir_fd)
-        if _bytecode(full) and not guard.path_granted(WRITE, full):
-            # importlib ignores a failed cache write; no denial to report.
+        if guard.path_granted(WRITE, full):
+            return
+        if _PYCACHE in full and caller_file().startswith(_IMPORT_SYSTEM):
+            # The import system ignores a failed cache write: nothing to report.
             raise PermissionError(errno.EACCES, "bytecode cache writes are skipped", full)
-        guard.require_path(WRITE, full)
+        guard.deny(WRITE, full)
 
     def both(path: object, dir_fd: int | None = None) -> None:
         read(path, dir_fd)
@@ -74,7 +90,7 @@ def install(guard: Guard) -> dict[str, Handler]:
             cache[key] = True
 
     def on_listing(args: tuple[Any, ...]) -> None:
-        if caller_file().startswith("<frozen importlib"):
+        if caller_file().startswith(_IMPORT_SYSTEM):
             return  # the import system looking for modules
         read("." if args[0] is None else args[0])
 
@@ -89,6 +105,24 @@ def install(guard: Guard) -> dict[str, Handler]:
         src, dst, src_dir_fd, dst_dir_fd = args
         both(src, src_dir_fd)
         write(dst, dst_dir_fd)
+
+    def on_link(args: tuple[Any, ...]) -> None:
+        src, dst, src_dir_fd, dst_dir_fd = args
+        both(src, src_dir_fd)
+        write(dst, dst_dir_fd)
+
+    def from_to(args: tuple[Any, ...]) -> None:
+        """``shutil`` copies: read the source, write the destination."""
+        read(args[0])
+        write(args[1])
+
+    def on_move(args: tuple[Any, ...]) -> None:
+        both(args[0])
+        write(args[1])
+
+    def on_rmtree(args: tuple[Any, ...]) -> None:
+        # Python 3.10 reports only the path; 3.11+ add dir_fd.
+        write(args[0], args[1] if len(args) > 1 else None)
 
     def on_symlink(args: tuple[Any, ...]) -> None:
         target, link, dir_fd = args
@@ -118,10 +152,11 @@ def install(guard: Guard) -> dict[str, Handler]:
 
     def on_mmap(args: tuple[Any, ...]) -> None:
         fileno, _length, access = args[:3]
-        if fileno != -1:
-            read(fileno)
-            if access == 2:  # mmap.ACCESS_WRITE
-                write(fileno)
+        if fileno == -1:
+            return  # anonymous memory
+        read(fileno)
+        if access == _ACCESS_WRITE or (access == _ACCESS_DEFAULT and _writable(fileno)):
+            write(fileno)  # a shared mapping of a writable descriptor writes the file
 
     _wrap_open_dir_fd(local)
     return {
@@ -143,17 +178,17 @@ def install(guard: Guard) -> dict[str, Handler]:
         "os.remove": changing(lambda a: write(a[0], a[1])),
         "os.rmdir": changing(lambda a: write(a[0], a[1])),
         "os.rename": changing(on_rename),
-        "os.link": changing(lambda a: (both(a[0], a[2]), write(a[1], a[3]))),
+        "os.link": changing(on_link),
         "os.symlink": changing(on_symlink),
-        "shutil.copyfile": lambda a: (read(a[0]), write(a[1])),
-        "shutil.copymode": lambda a: (read(a[0]), write(a[1])),
-        "shutil.copystat": lambda a: (read(a[0]), write(a[1])),
-        "shutil.copytree": lambda a: (read(a[0]), write(a[1])),
+        "shutil.copyfile": from_to,
+        "shutil.copymode": from_to,
+        "shutil.copystat": from_to,
+        "shutil.copytree": from_to,
         "shutil.chown": lambda a: write(a[0]),
-        "shutil.move": changing(lambda a: (both(a[0]), write(a[1]))),
-        "shutil.rmtree": changing(lambda a: write(a[0], a[1])),
-        "shutil.unpack_archive": lambda a: (read(a[0]), write(a[1] or ".")),
-        "shutil.make_archive": lambda a: (read(a[2] or "."), write(a[0])),
+        "shutil.move": changing(on_move),
+        "shutil.rmtree": changing(on_rmtree),
+        "shutil.unpack_archive": lambda a: from_to((a[0], a[1] or ".")),
+        "shutil.make_archive": lambda a: from_to((a[2] or ".", a[0])),
         "tempfile.mkstemp": lambda a: write(a[0]),
         "tempfile.mkdtemp": lambda a: write(a[0]),
         "sqlite3.connect": on_sqlite,

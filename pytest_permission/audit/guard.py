@@ -155,11 +155,14 @@ def caller_file() -> str:
 
 
 def absolute(path: object, dir_fd: int | None = None) -> str:
-    """The absolute lexical path an event names, relative to ``dir_fd`` if given."""
+    """The absolute lexical path an event names, relative to ``dir_fd`` if given.
+
+    Events report "no ``dir_fd``" as ``-1``, which is no descriptor.
+    """
     if isinstance(path, int):
         return fd_path(path)
-    text = paths.as_str(path)  # type: ignore[arg-type]
-    if dir_fd is not None and not os.path.isabs(text):
+    text = paths.as_str(path)
+    if dir_fd is not None and dir_fd >= 0 and not os.path.isabs(text):
         return paths.normalise(text, fd_path(dir_fd))
     return paths.normalise(text)
 

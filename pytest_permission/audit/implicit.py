@@ -57,7 +57,8 @@ def _ca_files() -> list[str]:
     import ssl
 
     verify = ssl.get_default_verify_paths()
-    return [p for p in (verify.cafile, verify.capath, verify.openssl_cafile, verify.openssl_capath) if p]
+    found = (verify.cafile, verify.capath, verify.openssl_cafile, verify.openssl_capath)
+    return [p for p in found if p]
 
 
 class Implicit:
