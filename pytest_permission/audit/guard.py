@@ -52,6 +52,16 @@ class Guard:
         self._handlers: dict[str, Handler] = {}
         self._listeners: list[Callable[[], None]] = []
         self._local = threading.local()
+        self.retired = False
+
+    def retire(self) -> None:
+        """Stop enforcing: the test body is over, only its report is being made.
+
+        Formatting a failure reads source files and probes paths on pytest's
+        behalf; those are not the test's accesses.
+        """
+        self.retired = True
+        self._handlers = {}
 
     # -- the public face: Node's has()/drop() -------------------------------
 
@@ -101,6 +111,8 @@ class Guard:
 
     def deny(self, scope: Scope, resource: str | None, *, raised: bool = True) -> None:
         """Record a denial; raise ``AccessDenied`` unless the access was only hidden."""
+        if self.retired:
+            return
         self.denials.append(Denial(scope.permission, resource, _where(), raised))
         if raised:
             error = AccessDenied(scope.permission, resource)

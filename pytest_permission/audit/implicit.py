@@ -83,6 +83,7 @@ class Implicit:
         self._read = _rules(read)
         self._write = _rules(write)
         self._sys_path: list[str] = []
+        self._modules = 0
         self._code_roots: tuple[str, ...] = ()
 
     def covers(self, scope: Scope, real: str) -> bool:
@@ -93,9 +94,17 @@ class Implicit:
         return self.enabled and real.endswith(CODE_SUFFIXES) and self.importable(real)
 
     def importable(self, real: str) -> bool:
-        """Whether ``real`` lies below an entry of ``sys.path``."""
-        if sys.path != self._sys_path:
+        """Whether ``real`` lies below an entry of ``sys.path`` or a loaded package.
+
+        Loaded packages count because editable installs and import hooks put
+        code where ``sys.path`` does not name it, and tracebacks read it.
+        """
+        if sys.path != self._sys_path or len(sys.modules) != self._modules:
             self._sys_path = list(sys.path)
-            roots = (paths.resolve(p or os.getcwd()) for p in self._sys_path)
+            self._modules = len(sys.modules)
+            found = [p or os.getcwd() for p in self._sys_path]
+            for module in list(sys.modules.values()):
+                found += list(getattr(module, "__path__", None) or ())
+            roots = (paths.resolve(p) for p in found if isinstance(p, str))
             self._code_roots = tuple(dict.fromkeys(r.rstrip(os.sep) + os.sep for r in roots))
         return real.startswith(self._code_roots)
