@@ -1,9 +1,97 @@
-"""Placeholder."""
+"""``env``: variables not granted are invisible, as Node removes them.
+
+At installation every variable that is not granted leaves ``os.environ``,
+``os.environb`` and the C environment (``unsetenv``), so child processes and
+C code calling ``getenv`` do not see it either; ``drop()`` hides more later.
+``os.environ`` and ``os.environb`` then switch to a subclass that tells the
+three cases apart:
+
+- a hidden variable (it existed, it is not granted): reading finds nothing
+  (``KeyError``, ``get()``'s default) and is recorded as a denial that was
+  not raised, so the test gets its warning;
+- a variable that does not exist and is not granted: reading finds nothing
+  and records nothing, since there was nothing to hide;
+- setting or deleting any variable that is not granted raises
+  ``AccessDenied``, through ``os.environ`` or ``os.putenv``/``os.unsetenv``.
+
+With implicit grants on, ``PATH``, ``HOME``, ``TMPDIR``, ``TZ``, ``LANG``,
+``LC_*``, ``TERM``, ``PYTHON*`` and ``PYTEST_CURRENT_TEST`` stay visible.
+``/proc/self/environ`` still shows the environment the process started
+with; reading it is an ``fs.read`` matter.
+"""
 
 from __future__ import annotations
 
+import os
+import threading
+from typing import Any
+
 from pytest_permission.audit.guard import Guard, Handler
+from pytest_permission.policy import NameRule
+from pytest_permission.scopes import ENV
+
+IMPLICIT = tuple(
+    NameRule(name)
+    for name in (
+        "PATH", "HOME", "TMPDIR", "TZ", "LANG", "LC_*", "TERM", "PYTHON*", "PYTEST_CURRENT_TEST"
+    )
+)
+"""Variables granted while implicit grants are on (spec section 3)."""
 
 
 def install(guard: Guard) -> dict[str, Handler]:
-    return {}
+    hidden: set[str] = set()
+    local = threading.local()
+
+    def visible(name: str) -> bool:
+        if guard.granted(ENV, name):
+            return True
+        return guard.implicit.enabled and any(rule.covers(name) for rule in IMPLICIT)
+
+    def hide() -> None:
+        """Remove every variable no longer granted, from Python and from C."""
+        environ = os.environ
+        for name in [n for n in environ if not visible(n)]:
+            hidden.add(name)
+            del environ._data[environ.encodekey(name)]  # type: ignore[attr-defined]
+            local.hiding = True
+            try:
+                os.unsetenv(name)
+            finally:
+                local.hiding = False
+
+    def require(key: str | bytes) -> None:
+        name = os.fsdecode(key)
+        if not visible(name):
+            guard.deny(ENV, name)
+
+    class GuardedEnviron(os._Environ):  # type: ignore[type-arg]
+        """``os._Environ`` that reports reads of hidden variables and refuses writes."""
+
+        def __getitem__(self, key: Any) -> Any:
+            try:
+                return super().__getitem__(key)
+            except KeyError:
+                name = os.fsdecode(key) if isinstance(key, (str, bytes)) else None
+                if name in hidden:
+                    guard.deny(ENV, name, raised=False)
+                raise
+
+        def __setitem__(self, key: Any, value: Any) -> None:
+            require(key)
+            super().__setitem__(key, value)
+
+        def __delitem__(self, key: Any) -> None:
+            require(key)
+            super().__delitem__(key)
+
+    def on_putenv(args: tuple[Any, ...]) -> None:
+        if not getattr(local, "hiding", False):
+            require(args[0])
+
+    hide()
+    guard.on_change(hide)
+    os.environ.__class__ = GuardedEnviron
+    if os.supports_bytes_environ:
+        os.environb.__class__ = GuardedEnviron
+    return {"os.putenv": on_putenv, "os.unsetenv": on_putenv}
