@@ -21,7 +21,8 @@ SESSION = Policy.from_keywords(
 
 
 def mark(*args: Any, **kwargs: Any) -> pytest.Mark:
-    return pytest.mark.permission(*args, **kwargs).mark
+    decorator: pytest.MarkDecorator = pytest.mark.permission(*args, **kwargs)
+    return decorator.mark
 
 
 @pytest.fixture
