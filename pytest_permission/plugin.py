@@ -1,1 +1,132 @@
-"""The pytest plugin (entry point ``pytest11``); see issue #3."""
+"""The pytest adapter (entry point ``pytest11``): options, marker, fixture, reports.
+
+Thin on purpose: the semantics live in :mod:`pytest_permission.policy`, the
+enforcement in :mod:`pytest_permission.audit`, the forked call phase in
+:mod:`pytest_permission.isolation` (parent) and
+:mod:`pytest_permission.child` (child). This module decides which tests
+run isolated and with which :class:`~pytest_permission.plan.Plan`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import pytest_permission
+from pytest_permission import isolation, marker, options
+from pytest_permission.errors import Denial
+from pytest_permission.plan import Plan
+from pytest_permission.policy import Policy
+
+SESSION = pytest.StashKey[options.Session]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    options.add_options(parser)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", marker.MARKER_LINE)
+    config.stash[SESSION] = options.session_settings(config)
+    config.pluginmanager.register(isolation, "permission-isolation")
+    # Loaded here, unrestricted, so that ``import ctypes`` works in a test
+    # without ``ffi`` (its import opens the process's own symbols).
+    import ctypes  # noqa: F401
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    session = config.stash[SESSION]
+    mode = "every test" if session.enforce else "marked tests"
+    return f"permission: enforcing on {mode}; layers: audit"
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_pycollect_makeitem(
+    collector: pytest.Collector, name: str, obj: object
+) -> Generator[None, Any, Any]:
+    """Reject a malformed marker when its test is collected, naming the test."""
+    result = yield
+    items = result if isinstance(result, list) else [result]
+    for item in items:
+        if isinstance(item, pytest.Item):
+            mark = item.get_closest_marker("permission")
+            if mark is not None:
+                try:
+                    marker.validate(mark)
+                except (ValueError, TypeError) as exc:
+                    raise collector.CollectError(
+                        f"{item.nodeid}: invalid @pytest.mark.permission: {exc}"
+                    ) from None
+    return result
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item: pytest.Item) -> Generator[None, None, None]:
+    yield
+    plan = plan_for(item)
+    if plan is not None:
+        item.stash[isolation.PLAN] = plan
+
+
+def plan_for(item: pytest.Item) -> Plan | None:
+    """The plan a test runs under, or ``None`` to run it untouched."""
+    session = item.config.stash[SESSION]
+    mark = item.get_closest_marker("permission")
+    if mark is None:
+        if session.enforce:
+            return Plan(session.policy, session.strict, session.implicit, session.timeout)
+        if "permission" in getattr(item, "fixturenames", ()):
+            return Plan(Policy.allow_all(), session.strict, session.implicit, session.timeout)
+        return None
+    tmp_path = None
+    if "{tmp_path}" in repr(mark.args) + repr(mark.kwargs):
+        tmp_path = item._request.getfixturevalue("tmp_path")  # type: ignore[attr-defined]
+    settings = marker.settings_for(
+        mark,
+        session=session.policy,
+        rootdir=item.config.rootpath,
+        testdir=Path(item.path).parent,
+        tmp_path=tmp_path,
+    )
+    return Plan(
+        settings.policy,
+        session.strict if settings.strict is None else settings.strict,
+        session.implicit if settings.implicit is None else settings.implicit,
+        session.timeout if settings.timeout is None else settings.timeout,
+    )
+
+
+class PermissionFixture:
+    """Node's ``process.permission`` for the running test."""
+
+    def has(self, scope: str, resource: object = None) -> bool:
+        return pytest_permission.has(scope, resource)
+
+    def drop(self, scope: str, resource: object = None) -> None:
+        pytest_permission.drop(scope, resource)
+
+    @property
+    def denials(self) -> list[Denial]:
+        return pytest_permission.denials()
+
+
+@pytest.fixture
+def permission() -> PermissionFixture:
+    """``has()``/``drop()``/``denials`` of the test's policy; isolates the test."""
+    return PermissionFixture()
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    found = config.stash.get(isolation.DENIALS, {})
+    if not found:
+        return
+    terminalreporter.section("permission denials")
+    for nodeid, denials in found.items():
+        terminalreporter.write_line(nodeid)
+        for denial in denials:
+            terminalreporter.write_line(
+                f"  {denial.permission} {denial.resource} at {denial.where}"
+            )

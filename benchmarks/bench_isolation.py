@@ -1,0 +1,86 @@
+"""Per-test cost of forked isolation, as a ratio to a bare fork floor.
+
+Run: ``python benchmarks/bench_isolation.py [N] [ROUNDS]`` (defaults 300, 5).
+
+In one run, interleaved ROUNDS times, it times three things in fresh
+processes: a pytest session of N trivial tests without the marker, the same
+N tests under ``@pytest.mark.permission()``, and, inside a pytest session
+(so the process has the same size), N bare ``os.fork()`` + pipe + ``waitpid``
+round trips. The isolation cost per test is (marked - plain) / N; the floor
+is the bare round trip; the script prints medians and their ratio. The
+machine is shared and noisy, so only ratios measured together mean anything.
+"""
+
+from __future__ import annotations
+
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+FLOOR_TEST = '''
+import os, time
+
+def test_floor():
+    n = {n}
+    start = time.perf_counter()
+    for _ in range(n):
+        reader, writer = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            os.close(reader)
+            os.write(writer, b"x")
+            os._exit(0)
+        os.close(writer)
+        os.read(reader, 1)
+        os.close(reader)
+        os.waitpid(pid, 0)
+    print("FLOOR", (time.perf_counter() - start) / n)
+'''
+
+
+def session(folder: Path, name: str, *extra: str) -> float:
+    start = time.perf_counter()
+    subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", name, *extra],
+        cwd=folder, check=True, capture_output=True,
+    )
+    return time.perf_counter() - start
+
+
+def floor(folder: Path) -> float:
+    out = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-s", "-p", "no:cacheprovider", "test_floor.py"],
+        cwd=folder, check=True, capture_output=True, text=True,
+    ).stdout
+    return float(next(line.split()[1] for line in out.splitlines() if line.startswith("FLOOR")))
+
+
+def main() -> None:
+    n = int(sys.argv[1]) if len(sys.argv) > 1 else 300
+    rounds = int(sys.argv[2]) if len(sys.argv) > 2 else 5
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        body = "".join(f"def test_{i}():\n    pass\n\n" for i in range(n))
+        (folder / "test_plain.py").write_text(body)
+        (folder / "test_marked.py").write_text(
+            "import pytest\n\npytestmark = pytest.mark.permission()\n\n" + body
+        )
+        (folder / "test_floor.py").write_text(FLOOR_TEST.format(n=n))
+        costs, floors = [], []
+        for _ in range(rounds):
+            plain = session(folder, "test_plain.py")
+            marked = session(folder, "test_marked.py")
+            costs.append((marked - plain) / n)
+            floors.append(floor(folder))
+    cost, base = statistics.median(costs), statistics.median(floors)
+    print(f"tests per session:         {n} (x{rounds} rounds, medians)")
+    print(f"isolation cost per test:   {cost * 1e6:8.0f} us")
+    print(f"bare fork+pipe+waitpid:    {base * 1e6:8.0f} us")
+    print(f"ratio to the floor:        {cost / base:8.2f}x  (target <= 1.30x)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,17 @@
+"""What a forked child enforces for one test, decided by the plugin in the parent."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pytest_permission.policy import Policy
+
+
+@dataclass(frozen=True)
+class Plan:
+    policy: Policy
+    strict: bool = False
+    """Fail the test when its code swallowed a denial (else: a warning)."""
+    implicit: bool = True
+    timeout: float | None = None
+    """Seconds before the parent kills the child; ``None`` waits for ever."""

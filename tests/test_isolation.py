@@ -1,0 +1,330 @@
+"""Forked per-test isolation (spec section 6), through real inner pytest sessions."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="isolation needs os.fork")
+
+
+def test_marked_test_runs_in_a_child_with_its_policy(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        import os, pytest
+        from pytest_permission import AccessDenied
+
+        PARENT = os.getpid()
+
+        @pytest.mark.permission()
+        def test_denied(tmp_path):
+            assert os.getpid() != PARENT
+            with pytest.raises(AccessDenied) as info:
+                open(os.path.join(os.path.dirname(__file__), "data.txt"))
+            assert info.value.permission == "FileSystemRead"
+
+        def test_untouched():
+            assert os.getpid() == PARENT
+        """
+    )
+    pytester.makefile(".txt", data="secret")
+    result = pytester.runpytest_subprocess()
+    result.assert_outcomes(passed=2)
+
+
+def test_unhandled_denial_fails_the_test_with_the_error(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.permission(fs_read=[])
+        def test_reads():
+            open("/etc/hostname").read()
+        """
+    )
+    result = pytester.runpytest_subprocess()
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*AccessDenied: Access to this API has been restricted.*FileSystemRead*/etc/hostname*",
+            "*permission denials*",
+            "*test_reads*",
+            "*FileSystemRead /etc/hostname at *test_unhandled_denial_fails_the_test_with_the_error.py:5",
+        ]
+    )
+
+
+def test_setup_and_teardown_run_once_in_the_parent(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        import os, pytest
+
+        EVENTS = []
+        PARENT = os.getpid()
+
+        @pytest.fixture(scope="module")
+        def resource():
+            EVENTS.append(("setup", os.getpid()))
+            yield "value"
+            EVENTS.append(("teardown", os.getpid()))
+
+        @pytest.mark.permission()
+        @pytest.mark.parametrize("n", range(3))
+        def test_uses(resource, n):
+            assert resource == "value"
+            EVENTS.append(("child", n))  # lost with the child, on purpose
+
+        def test_after():
+            assert EVENTS == [("setup", PARENT)]
+        """
+    )
+    result = pytester.runpytest_subprocess()
+    result.assert_outcomes(passed=4)
+
+
+def test_output_capture_matches_an_unrestricted_run(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        import logging, os, sys, pytest
+
+        @pytest.mark.permission()
+        def test_capsys(capsys):
+            print("to stdout")
+            assert capsys.readouterr().out == "to stdout\\n"
+
+        @pytest.mark.permission()
+        def test_capfd(capfd):
+            os.write(1, b"raw fd\\n")
+            assert capfd.readouterr().out == "raw fd\\n"
+
+        @pytest.mark.permission()
+        def test_caplog(caplog):
+            logging.getLogger("app").warning("logged")
+            assert caplog.messages == ["logged"]
+
+        @pytest.mark.permission()
+        def test_fails_with_output():
+            print("shown on failure")
+            sys.stderr.write("err on failure\\n")
+            logging.getLogger("app").error("log on failure")
+            assert False
+        """
+    )
+    result = pytester.runpytest_subprocess()
+    result.assert_outcomes(passed=3, failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*Captured stdout call*",
+            "shown on failure",
+            "*Captured stderr call*",
+            "err on failure",
+            "*Captured log call*",
+            "*log on failure*",
+        ]
+    )
+    result = pytester.runpytest_subprocess("-s", "-k", "fails_with_output")
+    result.stdout.fnmatch_lines(["*shown on failure*"])
+
+
+def test_crashing_child_is_a_failed_test_and_the_session_goes_on(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        import os, signal, pytest
+
+        @pytest.mark.permission()
+        def test_segfault():
+            print("before the crash", flush=True)
+            os.kill(os.getpid(), signal.SIGSEGV)
+
+        @pytest.mark.permission()
+        def test_exits():
+            os._exit(3)
+
+        def test_next():
+            pass
+        """
+    )
+    result = pytester.runpytest_subprocess("-p", "no:faulthandler")
+    result.assert_outcomes(failed=2, passed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*forked test process was killed by signal 11 (SIGSEGV)*",
+            "*before the crash*",
+            "*forked test process exited with status 3*",
+        ]
+    )
+
+
+def test_timeout_kills_a_hung_child(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        import time, pytest
+
+        @pytest.mark.permission(timeout=1)
+        def test_hangs():
+            time.sleep(60)
+        """
+    )
+    result = pytester.runpytest_subprocess()
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*killed after exceeding its timeout (1s)*"])
+
+
+def test_keyboard_interrupt_stops_the_session(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.permission()
+        def test_interrupts():
+            raise KeyboardInterrupt
+
+        def test_never_runs():
+            pass
+        """
+    )
+    result = pytester.runpytest_subprocess()
+    assert result.ret == pytest.ExitCode.INTERRUPTED
+    result.stdout.fnmatch_lines(["*KeyboardInterrupt*"])
+    result.stdout.no_fnmatch_line("*test_never_runs PASSED*")
+
+
+def test_outcomes_survive_serialisation(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.permission()
+        def test_skip():
+            pytest.skip("skipped inside")
+
+        @pytest.mark.permission()
+        @pytest.mark.xfail(reason="known")
+        def test_xfail():
+            assert False
+
+        @pytest.mark.permission()
+        @pytest.mark.xfail(strict=True)
+        def test_xpass_strict():
+            pass
+
+        @pytest.mark.permission()
+        def test_props(record_property):
+            record_property("answer", 42)
+        """
+    )
+    result = pytester.runpytest_subprocess("-rsx", "--junitxml=out.xml")
+    result.assert_outcomes(skipped=1, xfailed=1, failed=1, passed=1)
+    result.stdout.fnmatch_lines(["*skipped inside*", "*XFAIL*known*"])
+    assert 'name="answer" value="42"' in (pytester.path / "out.xml").read_text()
+
+
+def test_child_warnings_reach_the_parent_summary(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        import warnings, pytest
+
+        class AppWarning(UserWarning):
+            pass
+
+        @pytest.mark.permission()
+        def test_warns():
+            warnings.warn("careful", AppWarning)
+        """
+    )
+    result = pytester.runpytest_subprocess()
+    result.assert_outcomes(passed=1, warnings=1)
+    result.stdout.fnmatch_lines(["*warnings summary*", "*AppWarning: careful*"])
+    result = pytester.runpytest_subprocess("-W", "error::UserWarning")
+    result.assert_outcomes(failed=1)
+
+
+def test_swallowed_denial_warns_and_strict_fails(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        app="""
+        def load():
+            try:
+                return open("/etc/hostname").read()
+            except OSError:
+                return "default"
+        """,
+        test_app="""
+        import pytest, app
+
+        @pytest.mark.permission()
+        def test_lenient():
+            assert app.load() == "default"
+
+        @pytest.mark.permission(strict=True)
+        def test_strict():
+            assert app.load() == "default"
+
+        @pytest.mark.permission()
+        def test_expected():
+            with pytest.raises(PermissionError):
+                open("/etc/hostname")
+        """,
+    )
+    result = pytester.runpytest_subprocess()
+    result.assert_outcomes(passed=2, failed=1, warnings=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*_ test_strict _*",
+            "the code under test swallowed 1 access denial(s):",
+            "*FileSystemRead /etc/hostname at *app.py:3",
+            "*strict: swallowed denials fail the test*",
+            "*test_app.py:3: SwallowedDenialWarning: the code under test swallowed 1 access denial*",
+            "*FileSystemRead /etc/hostname at *app.py:3*",
+        ]
+    )
+
+
+def test_threads_in_the_parent_give_no_fork_warning(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        import threading, pytest
+
+        @pytest.fixture(scope="session", autouse=True)
+        def background():
+            stop = threading.Event()
+            thread = threading.Thread(target=stop.wait)
+            thread.start()
+            yield
+            stop.set()
+            thread.join()
+
+        @pytest.mark.permission()
+        def test_isolated():
+            pass
+        """
+    )
+    result = pytester.runpytest_subprocess("-W", "error")
+    result.assert_outcomes(passed=1)
+
+
+def test_no_zombies_and_no_leaked_descriptors(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        import os, pytest
+
+        START = len(os.listdir("/proc/self/fd"))
+
+        @pytest.mark.permission()
+        @pytest.mark.parametrize("n", range(40))
+        def test_many(n):
+            pass
+
+        @pytest.mark.permission()
+        @pytest.mark.parametrize("n", range(5))
+        def test_crashes(n):
+            os._exit(1)
+
+        def test_clean():
+            assert len(os.listdir("/proc/self/fd")) == START
+            with pytest.raises(ChildProcessError):
+                os.waitpid(-1, os.WNOHANG)
+        """
+    )
+    result = pytester.runpytest_subprocess()
+    result.assert_outcomes(passed=41, failed=5)
