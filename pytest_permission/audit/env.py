@@ -15,7 +15,9 @@ three cases apart:
   ``AccessDenied``, through ``os.environ`` or ``os.putenv``/``os.unsetenv``.
 
 With implicit grants on, ``PATH``, ``HOME``, ``TMPDIR``, ``TZ``, ``LANG``,
-``LC_*``, ``TERM``, ``PYTHON*`` and ``PYTEST_CURRENT_TEST`` stay visible.
+``LC_*``, ``TERM`` and ``PYTHON*`` stay visible. ``PYTEST_CURRENT_TEST``
+always does: pytest sets and removes it around each phase, in the child too,
+so like the plugin's own files it is granted even with ``implicit=False``.
 ``/proc/self/environ`` still shows the environment the process started
 with; reading it is an ``fs.read`` matter.
 """
@@ -31,12 +33,12 @@ from pytest_permission.policy import NameRule
 from pytest_permission.scopes import ENV
 
 IMPLICIT = tuple(
-    NameRule(name)
-    for name in (
-        "PATH", "HOME", "TMPDIR", "TZ", "LANG", "LC_*", "TERM", "PYTHON*", "PYTEST_CURRENT_TEST"
-    )
+    NameRule(name) for name in ("PATH", "HOME", "TMPDIR", "TZ", "LANG", "LC_*", "TERM", "PYTHON*")
 )
 """Variables granted while implicit grants are on (spec section 3)."""
+
+PYTEST_OWN = NameRule("PYTEST_CURRENT_TEST")
+"""Set by pytest itself around every phase, so granted even with ``implicit=False``."""
 
 
 def install(guard: Guard) -> dict[str, Handler]:
@@ -44,7 +46,7 @@ def install(guard: Guard) -> dict[str, Handler]:
     local = threading.local()
 
     def visible(name: str) -> bool:
-        if guard.granted(ENV, name):
+        if guard.granted(ENV, name) or PYTEST_OWN.covers(name):
             return True
         return guard.implicit.enabled and any(rule.covers(name) for rule in IMPLICIT)
 
