@@ -103,6 +103,7 @@ FFI_SETUP = """
 import ctypes
 libc = ctypes.CDLL("libc.so.6")
 mkdir = libc.mkdir  # looked up before enforcement: only the call is left
+mkdir_address = ctypes.cast(mkdir, ctypes.c_void_p).value
 """
 
 
@@ -131,13 +132,22 @@ def test_calling_a_function_looked_up_before_is_denied(enforced: Any, tmp_path: 
     out = enforced(
         f"""
         import os
-        attempt("call", lambda: mkdir({str(target).encode()!r}, 0o755))
-        attempt("exists", lambda: os.path.lexists({str(target)!r}))
+        import _ctypes
+        path = {str(target).encode()!r}
+        attempt("call", lambda: mkdir(path, 0o755))
+        prototype = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_char_p, ctypes.c_int)
+        attempt("prototype", lambda: prototype(mkdir_address)(path, 0o755))
+        attempt("call_function", lambda: _ctypes.call_function(mkdir_address, (path, 0o755)))
+        attempt("exists", lambda: os.path.lexists(path))
+        attempt("address", lambda: hex(mkdir_address))
         """,
         setup=FFI_SETUP,
     )
     # C code does not go through the file-system checks: ffi is what stops it.
     assert out["call"] == denied("FFI", "mkdir")
+    address = out["address"]["value"].strip("'")
+    assert out["prototype"] == denied("FFI", address)
+    assert out["call_function"] == denied("FFI", address)
     assert out["exists"] == {"denied": False, "value": "False"}
     assert not target.exists()
 
@@ -181,6 +191,21 @@ def test_granted_ffi_loads_and_calls(enforced: Any) -> None:
     assert out["getpid"] == {"denied": False, "value": "True"}
     assert out["pythonapi"] == {"denied": False, "value": "1"}
     assert out["string_at"] == {"denied": False, "value": "b'ok'"}
+
+
+def test_drop_stops_calls_into_a_library_opened_while_granted(enforced: Any) -> None:
+    out = enforced(
+        """
+        import ctypes, os
+        getpid = ctypes.CDLL("libc.so.6").getpid
+        attempt("granted", lambda: getpid() == os.getpid())
+        GUARD.drop("ffi")
+        attempt("dropped", lambda: getpid())
+        """,
+        {"ffi": True},
+    )
+    assert out["granted"] == {"denied": False, "value": "True"}
+    assert out["dropped"] == denied("FFI", "getpid")
 
 
 @pytest.mark.skipif(

@@ -20,8 +20,9 @@ ffi
     the interpreter and pass. ``from_buffer``/``from_buffer_copy`` stay
     allowed: they are bounds-checked views of Python buffers (ctypes' own
     ``repr`` uses them), told apart from ``from_address`` by the
-    ``ctypes.cdata/buffer`` event that precedes their ``ctypes.cdata``. cffi's ``load_library`` and ``FFI.dlopen`` are
-    wrapped once ``_cffi_backend`` is loaded.
+    ``ctypes.cdata/buffer`` event that precedes their ``ctypes.cdata``.
+    cffi's ``load_library`` and ``FFI.dlopen`` are wrapped once
+    ``_cffi_backend`` is loaded.
 
 inspector
     ``sys.settrace``/``sys.setprofile`` events carry no argument, so the
@@ -67,6 +68,7 @@ def install(guard: Guard) -> dict[str, Handler]:
     }
 
 
+@functools.cache
 def interpreter_files() -> Callable[[str], bool]:
     """A test for files of the standard library, site-packages excluded.
 
