@@ -32,9 +32,20 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", marker.MARKER_LINE)
     config.stash[SESSION] = options.session_settings(config)
     config.pluginmanager.register(isolation, "permission-isolation")
-    # Loaded here, unrestricted, so that ``import ctypes`` works in a test
-    # without ``ffi`` (its import opens the process's own symbols).
+    _preload()
+
+
+def _preload() -> None:
+    """Import once in the parent what every forked child would import again.
+
+    ``ctypes`` also has to be loaded unrestricted, so that ``import ctypes``
+    works in a test without ``ffi`` (its import opens the process's symbols).
+    """
     import ctypes  # noqa: F401
+
+    from pytest_permission import audit
+
+    audit.prepare()
 
 
 def pytest_report_header(config: pytest.Config) -> str:

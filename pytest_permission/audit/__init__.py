@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pytest_permission.audit.guard import Guard
 from pytest_permission.policy import Policy
 
-__all__ = ["Guard", "active", "install"]
+__all__ = ["Guard", "active", "install", "prepare"]
 
 _active: Guard | None = None
 
@@ -23,6 +23,20 @@ _active: Guard | None = None
 def active() -> Guard | None:
     """The guard enforcing in this process, if any."""
     return _active
+
+
+def prepare() -> None:
+    """Do once, before forking, the policy-independent work of ``install()``.
+
+    Imports, the interpreter's folders, resolved implicit grants: a forked
+    child inherits them, which takes most of the cost out of each test.
+    """
+    from pytest_permission.audit import env, fs, net, process, runtime  # noqa: F401
+
+    Guard(Policy.deny_all())
+    Guard(Policy.allow_all())
+    runtime.interpreter_files()
+    process.preload()
 
 
 def install(

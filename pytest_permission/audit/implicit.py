@@ -7,6 +7,7 @@ ability to import code or read the time-zone database.
 
 from __future__ import annotations
 
+import functools
 import os
 import site
 import sys
@@ -42,10 +43,13 @@ RESOLVER = (
 WRITABLE = ("/dev/null",)
 
 
-def _rules(entries: Sequence[str]) -> tuple[paths.PathRule, ...]:
+@functools.lru_cache(maxsize=16)
+def _rules(entries: tuple[str, ...]) -> tuple[paths.PathRule, ...]:
+    """Resolved once per set of entries: forked children inherit the cache."""
     return tuple(dict.fromkeys(paths.resolved(paths.parse(e)) for e in entries if e))
 
 
+@functools.cache
 def _installation() -> list[str]:
     found = [sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix]
     found += site.getsitepackages() if hasattr(site, "getsitepackages") else []
@@ -53,6 +57,7 @@ def _installation() -> list[str]:
     return found + ([user] if isinstance(user, str) else [])
 
 
+@functools.cache
 def _ca_files() -> list[str]:
     import ssl
 
@@ -80,8 +85,8 @@ class Implicit:
             write += list(WRITABLE)
             if net:
                 read += list(RESOLVER) + _ca_files()
-        self._read = _rules(read)
-        self._write = _rules(write)
+        self._read = _rules(tuple(read))
+        self._write = _rules(tuple(write))
         self._sys_path: list[str] = []
         self._modules = 0
         self._code_roots: tuple[str, ...] = ()

@@ -149,6 +149,12 @@ def _wrap(module: ModuleType, name: str, check: Handler) -> None:
     setattr(module, name, checked)
 
 
+def preload() -> None:
+    """Import what ``install()`` wraps, once, in the parent."""
+    _multiprocessing_util()
+    _interpreters()
+
+
 def _multiprocessing_util() -> ModuleType:
     """``multiprocessing.util``, whose ``spawnv_passfds`` starts processes without an event."""
     import multiprocessing.util
@@ -156,6 +162,7 @@ def _multiprocessing_util() -> ModuleType:
     return multiprocessing.util
 
 
+@functools.cache
 def _interpreters() -> ModuleType | None:
     """The sub-interpreter module: its ``create`` raises no event (3.13) or loses our error."""
     for name in ("_interpreters", "_xxsubinterpreters"):
