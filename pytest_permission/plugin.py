@@ -9,6 +9,7 @@ run isolated and with which :class:`~pytest_permission.plan.Plan`.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Generator
 from pathlib import Path
 from typing import Any
@@ -48,7 +49,13 @@ def _preload() -> None:
     audit.prepare()
 
 
+CAN_ISOLATE = hasattr(os, "fork")
+"""Without ``fork`` (Windows) tests run unrestricted, and the header says so."""
+
+
 def pytest_report_header(config: pytest.Config) -> str:
+    if not CAN_ISOLATE:
+        return "permission: not enforced: this platform has no os.fork (tests run unrestricted)"
     session = config.stash[SESSION]
     mode = "every test" if session.enforce else "marked tests"
     return f"permission: enforcing on {mode}; layers: audit"
@@ -84,6 +91,8 @@ def pytest_runtest_setup(item: pytest.Item) -> Generator[None, None, None]:
 
 def plan_for(item: pytest.Item) -> Plan | None:
     """The plan a test runs under, or ``None`` to run it untouched."""
+    if not CAN_ISOLATE:
+        return None
     session = item.config.stash[SESSION]
     mark = item.get_closest_marker("permission")
     if mark is None:
