@@ -33,8 +33,12 @@ from pytest_permission.plan import Plan
 PLAN = pytest.StashKey[Plan]()
 """Set by the plugin on an item that must run isolated."""
 _SENT = pytest.StashKey[dict[str, Any]]()
-DENIALS = pytest.StashKey[dict[str, list[Denial]]]()
-"""Per node id, every denial its child recorded (config stash)."""
+_DENIED = pytest.StashKey[list[dict[str, object]]]()
+
+REPORT_ATTRIBUTE = "permission_denials"
+"""The call report's list of denial dicts: it travels with the report (to an
+xdist controller too), so summaries are built from reports, not from state."""
+JUNIT_PROPERTY = "permission_denial"
 
 
 @pytest.hookimpl(wrapper=True, trylast=True)
@@ -48,7 +52,7 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, object, object]:
         return (yield from ChildRole(item, plan, writer).call_phase())
     ended = fork.wait(child, plan.timeout)
     message = ended.message if isinstance(ended.message, dict) else {}
-    _record_denials(item, message)
+    _record_denials(item, message.get("denials", []))
     original = item.__dict__.get("runtest")
     item.runtest = _relay(item, message, ended, plan)  # type: ignore[method-assign]
     try:
@@ -64,18 +68,24 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, object, object]:
 def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]
 ) -> pytest.TestReport | None:
-    if call.when != "call" or _SENT not in item.stash:
+    """The child's call report in place of the parent's, carrying the denials."""
+    if call.when != "call" or _DENIED not in item.stash:
         return None
-    data = item.stash[_SENT]
-    del item.stash[_SENT]
-    config = item.config
-    report: pytest.TestReport = config.hook.pytest_report_from_serializable(
-        config=config, data=data
-    )
-    # record_property ran in the child; junitxml reads the item's list later.
-    for prop in report.user_properties:
-        if prop not in item.user_properties:
-            item.user_properties.append(prop)
+    denials = item.stash[_DENIED]
+    del item.stash[_DENIED]
+    if _SENT in item.stash:
+        config = item.config
+        report: pytest.TestReport = config.hook.pytest_report_from_serializable(
+            config=config, data=item.stash[_SENT]
+        )
+        del item.stash[_SENT]
+        # record_property ran in the child; junitxml reads the item's list later.
+        for prop in report.user_properties:
+            if prop not in item.user_properties:
+                item.user_properties.append(prop)
+    else:  # the child died: the relay's failure, with the parent's capture
+        report = pytest.TestReport.from_item_and_call(item, call)
+    setattr(report, REPORT_ATTRIBUTE, denials)
     return report
 
 
@@ -116,7 +126,16 @@ def _reissue(record: dict[str, Any]) -> None:
         pass  # an "error" filter already failed the test in the child
 
 
-def _record_denials(item: pytest.Item, message: dict[str, Any]) -> None:
-    found = [Denial.from_dict(d) for d in message.get("denials", ())]
-    if found:
-        item.config.stash.setdefault(DENIALS, {}).setdefault(item.nodeid, []).extend(found)
+def _record_denials(item: pytest.Item, denials: list[dict[str, object]]) -> None:
+    """Keep the child's denials for the call report and the JUnit properties."""
+    item.stash[_DENIED] = denials
+    for data in denials:
+        denial = Denial.from_dict(data)
+        item.user_properties.append(
+            (JUNIT_PROPERTY, f"{denial.permission} {denial.resource} at {denial.where}")
+        )
+
+
+def denials_of(report: pytest.TestReport) -> list[Denial]:
+    """The denials a call report carries (none for an unrestricted test)."""
+    return [Denial.from_dict(d) for d in getattr(report, REPORT_ATTRIBUTE, ())]

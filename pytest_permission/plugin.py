@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 import pytest_permission
-from pytest_permission import isolation, marker, options
+from pytest_permission import isolation, marker, options, summary
 from pytest_permission.errors import Denial
 from pytest_permission.plan import Plan
 from pytest_permission.policy import Policy
@@ -33,6 +33,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", marker.MARKER_LINE)
     config.stash[SESSION] = options.session_settings(config)
     config.pluginmanager.register(isolation, "permission-isolation")
+    config.pluginmanager.register(summary.DenialSummary(), "permission-summary")
     _preload()
 
 
@@ -137,16 +138,3 @@ class PermissionFixture:
 def permission() -> PermissionFixture:
     """``has()``/``drop()``/``denials`` of the test's policy; isolates the test."""
     return PermissionFixture()
-
-
-def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
-    found = config.stash.get(isolation.DENIALS, {})
-    if not found:
-        return
-    terminalreporter.section("permission denials")
-    for nodeid, denials in found.items():
-        terminalreporter.write_line(nodeid)
-        for denial in denials:
-            terminalreporter.write_line(
-                f"  {denial.permission} {denial.resource} at {denial.where}"
-            )

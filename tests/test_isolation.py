@@ -328,3 +328,22 @@ def test_no_zombies_and_no_leaked_descriptors(pytester: pytest.Pytester) -> None
     )
     result = pytester.runpytest_subprocess()
     result.assert_outcomes(passed=41, failed=5)
+
+
+def test_denials_are_junit_properties(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.permission()
+        def test_swallows():
+            try:
+                open("/etc/hostname")
+            except OSError:
+                pass
+        """
+    )
+    result = pytester.runpytest_subprocess("--junitxml=out.xml")
+    result.assert_outcomes(passed=1, warnings=1)
+    xml = (pytester.path / "out.xml").read_text()
+    assert 'name="permission_denial" value="FileSystemRead /etc/hostname at ' in xml
