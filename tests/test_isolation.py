@@ -344,6 +344,6 @@ def test_denials_are_junit_properties(pytester: pytest.Pytester) -> None:
         """
     )
     result = pytester.runpytest_subprocess("--junitxml=out.xml")
-    result.assert_outcomes(passed=1, warnings=1)
+    result.assert_outcomes(passed=1)  # caught by the test itself: expected, no warning
     xml = (pytester.path / "out.xml").read_text()
     assert 'name="permission_denial" value="FileSystemRead /etc/hostname at ' in xml
