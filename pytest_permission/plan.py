@@ -15,3 +15,6 @@ class Plan:
     implicit: bool = True
     timeout: float | None = None
     """Seconds before the parent kills the child; ``None`` waits for ever."""
+    observe: bool = False
+    """Audit and baseline modes: record every access beyond the implicit grants
+    and enforce nothing (the kernel layer stays off, it could only refuse)."""
