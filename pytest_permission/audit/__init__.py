@@ -45,19 +45,24 @@ def install(
     implicit: bool = True,
     extra_read: Sequence[str] = (),
     extra_write: Sequence[str] = (),
+    observe: bool = False,
 ) -> Guard:
     """Enforce ``policy`` in this process from now on, for good.
 
     ``extra_read``/``extra_write`` are paths the caller itself needs (the
     plugin's report pipe, coverage data); they are granted even with
-    ``implicit=False`` and never show in ``has()``.
+    ``implicit=False`` and never show in ``has()``. With ``observe`` nothing
+    is enforced: every access beyond the implicit grants is recorded instead.
     """
     global _active
     if _active is not None:
         raise RuntimeError("enforcement is already installed in this process")
     from pytest_permission.audit import env, fs, net, process, runtime
 
-    guard = Guard(policy, implicit=implicit, extra_read=extra_read, extra_write=extra_write)
+    guard = Guard(
+        policy, implicit=implicit, extra_read=extra_read, extra_write=extra_write,
+        observe=observe,
+    )
     for module in (fs, net, process, runtime, env):
         guard.register(module.install(guard))
     _active = guard

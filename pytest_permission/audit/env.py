@@ -20,6 +20,11 @@ always does: pytest sets and removes it around each phase, in the child too,
 so like the plugin's own files it is granted even with ``implicit=False``.
 ``/proc/self/environ`` still shows the environment the process started
 with; reading it is an ``fs.read`` matter.
+
+In observe mode (``--permission-audit``) nothing is removed: a variable that
+would be hidden still reads as itself, the read is recorded, and listing
+the environment leaves it out as enforcement would, so that copying
+``os.environ`` does not count as reading every variable.
 """
 
 from __future__ import annotations
@@ -55,6 +60,8 @@ def install(guard: Guard) -> dict[str, Handler]:
         environ = os.environ
         for name in [n for n in environ if not visible(n)]:
             hidden.add(name)
+            if guard.observe:
+                continue
             del environ._data[environ.encodekey(name)]  # type: ignore[attr-defined]
             local.hiding = True
             try:
@@ -71,13 +78,13 @@ def install(guard: Guard) -> dict[str, Handler]:
         """``os._Environ`` that reports reads of hidden variables and refuses writes."""
 
         def __getitem__(self, key: Any) -> Any:
-            try:
-                return super().__getitem__(key)
-            except KeyError:
-                name = os.fsdecode(key) if isinstance(key, (str, bytes)) else None
-                if name in hidden:
-                    guard.deny(ENV, name, raised=False)
-                raise
+            name = os.fsdecode(key) if isinstance(key, (str, bytes)) else None
+            if name in hidden:  # absent unless observing
+                guard.deny(ENV, name, raised=False)
+            return super().__getitem__(key)
+
+        def __iter__(self) -> Any:
+            return (key for key in super().__iter__() if os.fsdecode(key) not in hidden)
 
         def __setitem__(self, key: Any, value: Any) -> None:
             require(key)

@@ -36,9 +36,14 @@ class Guard:
         implicit: bool = True,
         extra_read: Sequence[str] = (),
         extra_write: Sequence[str] = (),
+        observe: bool = False,
     ) -> None:
         self.policy = policy
-        self.effective = policy.resolved()
+        self.observe = observe
+        """Audit mode: check against nothing granted, record each access once, raise
+        nothing. ``has()`` still answers for ``policy``, so code that asks behaves."""
+        self.effective = (Policy.deny_all() if observe else policy).resolved()
+        self._observed: set[tuple[str, str | None]] = set()
         self.implicit = Implicit(
             enabled=implicit,
             net=policy.has("net") or bool(policy.grant(scopes.NET).rules),
@@ -70,7 +75,8 @@ class Guard:
 
     def drop(self, scope: str, resource: object = None) -> None:
         self.policy = self.policy.dropped(scope, resource)
-        self.effective = self.policy.resolved()
+        if not self.observe:
+            self.effective = self.policy.resolved()
         self.changed()
 
     # -- for scope modules ---------------------------------------------------
@@ -110,8 +116,13 @@ class Guard:
             self.deny(scope, path)
 
     def deny(self, scope: Scope, resource: str | None, *, raised: bool = True) -> None:
-        """Record a denial; raise ``AccessDenied`` unless the access was only hidden."""
+        """Record a denial; raise ``AccessDenied`` unless the access was only hidden or observed."""
         if self.retired:
+            return
+        if self.observe:
+            if (scope.permission, resource) not in self._observed:
+                self._observed.add((scope.permission, resource))
+                self.denials.append(Denial(scope.permission, resource, _where(), raised))
             return
         self.denials.append(Denial(scope.permission, resource, _where(), raised))
         if raised:
