@@ -38,7 +38,7 @@ class ChildRole:
         self.plan = plan
         self.writer = writer
         self.warnings: list[dict[str, Any]] = []
-        self.guard = audit.install(plan.policy, implicit=plan.implicit)
+        self.guard = audit.install(plan.policy, implicit=plan.implicit, observe=plan.observe)
 
     def call_phase(self) -> Generator[None, object, object]:
         """Body of the ``pytest_runtest_call`` wrapper, in the child."""
@@ -61,6 +61,8 @@ class ChildRole:
 
     def judge(self, failure: BaseException | None) -> None:
         """Warn about swallowed denials, or fail the test under ``strict``."""
+        if self.plan.observe:
+            return  # nothing was refused, so nothing was swallowed
         swallowed = self.swallowed(failure)
         if not swallowed:
             return
