@@ -65,6 +65,17 @@ class Session:
     """``--permission-audit``: record, do not enforce."""
     timeout: float | None
     """Seconds a forked test may run; ``None`` for no limit."""
+    audit_json: Path | None = None
+    """``--permission-audit-json``: where to write the audit (implies ``audit``)."""
+    baseline: Path | None = None
+    """``--permission-baseline``: the capability baseline to check (or update)."""
+    baseline_update: bool = False
+    """``--permission-baseline-update``: record the baseline instead of checking it."""
+
+    @property
+    def observe(self) -> bool:
+        """Audit or baseline run: every test is observed, none is restricted."""
+        return self.audit or self.baseline is not None
 
 
 def _ini_name(flag: str) -> str:
@@ -113,6 +124,22 @@ def add_options(parser: pytest.Parser) -> None:
     switch(
         "--permission-audit",
         "enforce nothing: record what each test touches and print the marker it needs",
+    )
+    # Command line only: these turn enforcement off for the whole run, a choice
+    # to make per run (a CI job), not a setting that silently disables markers.
+    group.addoption(
+        "--permission-audit-json", dest="permission_audit_json", metavar="FILE", default=None,
+        help="write the audit (each test's accesses and suggested marker) to FILE as JSON; "
+        "implies --permission-audit",
+    )
+    group.addoption(
+        "--permission-baseline", dest="permission_baseline", metavar="FILE", default=None,
+        help="enforce nothing; fail each test that uses a capability the baseline FILE does "
+        "not list for it",
+    )
+    group.addoption(
+        "--permission-baseline-update", dest="permission_baseline_update", action="store_true",
+        help="record each test's capabilities into the --permission-baseline FILE instead",
     )
     group.addoption(
         "--permission-kernel", dest="permission_kernel", metavar="auto|require|off",
@@ -228,16 +255,30 @@ def session_settings(config: pytest.Config) -> Session:
     def flag(name: str) -> bool:
         return bool(_setting(config, name).value)
 
+    audit_json = _file(config, "permission_audit_json")
+    baseline = _file(config, "permission_baseline")
+    update = bool(config.getoption("permission_baseline_update"))
+    if update and baseline is None:
+        raise pytest.UsageError("--permission-baseline-update needs --permission-baseline=FILE")
     return Session(
         enforce=flag("--permission"),
         policy=_policy(config),
         strict=flag("--permission-strict"),
         implicit=not flag("--permission-no-implicit"),
         kernel=_parsed(config, "--permission-kernel", _kernel, "one of auto, require, off"),
-        audit=flag("--permission-audit"),
+        audit=flag("--permission-audit") or audit_json is not None,
         timeout=_parsed(
             config, "--permission-timeout", _timeout,
             "a number of seconds >= 0 (0 for no limit), e.g. 30 or 2.5",
         ),
+        audit_json=audit_json,
+        baseline=baseline,
+        baseline_update=update,
     )
+
+
+def _file(config: pytest.Config, name: str) -> Path | None:
+    """A file option's path, relative to the invocation directory."""
+    value = config.getoption(name)
+    return None if not value else config.invocation_params.dir / value
 
