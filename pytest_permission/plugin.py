@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Generator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 import pytest_permission
-from pytest_permission import isolation, marker, options, summary
+from pytest_permission import isolation, marker, observation, options, summary
 from pytest_permission.errors import Denial
 from pytest_permission.plan import Plan
 from pytest_permission.policy import Policy
@@ -31,9 +32,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", marker.MARKER_LINE)
-    config.stash[SESSION] = options.session_settings(config)
+    session = config.stash[SESSION] = options.session_settings(config)
     config.pluginmanager.register(isolation, "permission-isolation")
-    config.pluginmanager.register(summary.DenialSummary(), "permission-summary")
+    if session.observe:  # every access is recorded: the audit replaces the denial list
+        config.pluginmanager.register(
+            observation.Observation(config, session), "permission-observation"
+        )
+    else:
+        config.pluginmanager.register(summary.DenialSummary(), "permission-summary")
     _preload()
 
 
@@ -58,6 +64,8 @@ def pytest_report_header(config: pytest.Config) -> str:
     if not CAN_ISOLATE:
         return "permission: not enforced: this platform has no os.fork (tests run unrestricted)"
     session = config.stash[SESSION]
+    if session.observe:
+        return "permission: observing every test, enforcing nothing (audit/baseline run)"
     mode = "every test" if session.enforce else "marked tests"
     return f"permission: enforcing on {mode}; layers: audit"
 
@@ -95,6 +103,16 @@ def plan_for(item: pytest.Item) -> Plan | None:
     if not CAN_ISOLATE:
         return None
     session = item.config.stash[SESSION]
+    plan = _declared_plan(item, session)
+    if not session.observe:
+        return plan
+    # Every test is observed; has() keeps answering as the test would run.
+    unrestricted = Plan(Policy.allow_all(), implicit=session.implicit, timeout=session.timeout)
+    return replace(plan or unrestricted, observe=True)
+
+
+def _declared_plan(item: pytest.Item, session: options.Session) -> Plan | None:
+    """The plan the marker, the fixture or ``--permission`` asks for."""
     mark = item.get_closest_marker("permission")
     if mark is None:
         if session.enforce:
