@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from pytest_permission import audit, fork
+from pytest_permission import audit, coverage_relay, fork, startup
 from pytest_permission.errors import Denial
 from pytest_permission.plan import Plan
 
@@ -38,7 +38,14 @@ class ChildRole:
         self.plan = plan
         self.writer = writer
         self.warnings: list[dict[str, Any]] = []
-        self.guard = audit.install(plan.policy, implicit=plan.implicit, observe=plan.observe)
+        self.coverage = coverage_relay.capture()
+        startup.export(plan.policy, plan.implicit)
+        read, write = plugin_paths()
+        self.guard = audit.install(
+            plan.policy, implicit=plan.implicit, observe=plan.observe,
+            extra_read=read, extra_write=write,
+        )
+        startup.propagate(self.guard)
 
     def call_phase(self) -> Generator[None, object, object]:
         """Body of the ``pytest_runtest_call`` wrapper, in the child."""
@@ -111,6 +118,9 @@ class ChildRole:
     def leave(self, message: dict[str, Any]) -> None:
         message["warnings"] = self.warnings
         message["denials"] = [d.to_dict() for d in self.guard.denials]
+        if self.coverage is not None:
+            self.guard.retire()  # coverage's in-memory database is no access of the test's
+            message["coverage"] = self.coverage.collected()
         try:
             fork.send(self.writer, message)
         except Exception as exc:  # an unpicklable user property, most likely
@@ -125,6 +135,27 @@ class ChildRole:
                 except Exception:
                     pass
             os._exit(INTERRUPTED if "stop" in message else 0)
+
+
+def plugin_paths() -> tuple[list[str], list[str]]:
+    """Paths the tools beside the test need in the child, as ``(read, write)``.
+
+    Granted implicitly (even with ``implicit=False``) by the audit layer and
+    the kernel layer alike. Hypothesis keeps its example database and caches
+    under its storage directory (``.hypothesis/``) and reads and writes them
+    while a ``@given`` test runs; a trailing ``*`` covers the folder whether
+    or not it exists yet. Coverage needs nothing: see :mod:`.coverage_relay`.
+    """
+    found: list[str] = []
+    configuration = sys.modules.get("hypothesis.configuration")
+    if configuration is not None:
+        storage = configuration.storage_directory()
+        found.append(os.fspath(getattr(storage, "path", storage)))
+        database = sys.modules["hypothesis"].settings.default.database
+        if isinstance(getattr(database, "path", None), (str, os.PathLike)):
+            found.append(os.fspath(database.path))
+    grants = [os.path.abspath(p) + "*" for p in found]
+    return grants, grants
 
 
 def _warning(record: warnings.WarningMessage) -> dict[str, Any]:
