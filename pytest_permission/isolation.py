@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 
-from pytest_permission import fork
+from pytest_permission import coverage_relay, fork
 from pytest_permission.child import ChildRole
 from pytest_permission.errors import Denial
 from pytest_permission.plan import Plan
@@ -52,6 +52,7 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, object, object]:
         return (yield from ChildRole(item, plan, writer).call_phase())
     ended = fork.wait(child, plan.timeout)
     message = ended.message if isinstance(ended.message, dict) else {}
+    coverage_relay.merge(message.get("coverage"))
     _record_denials(item, message.get("denials", []))
     original = item.__dict__.get("runtest")
     item.runtest = _relay(item, message, ended, plan)  # type: ignore[method-assign]

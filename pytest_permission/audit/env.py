@@ -45,13 +45,18 @@ IMPLICIT = tuple(
 PYTEST_OWN = NameRule("PYTEST_CURRENT_TEST")
 """Set by pytest itself around every phase, so granted even with ``implicit=False``."""
 
+INHERITED_POLICY = NameRule("PYTEST_PERMISSION_POLICY")
+"""The plugin's own (:mod:`pytest_permission.startup`): always visible, so that
+Python subprocesses inherit the policy, and never writable, so that the test
+cannot hand them a wider one."""
+
 
 def install(guard: Guard) -> dict[str, Handler]:
     hidden: set[str] = set()
     local = threading.local()
 
     def visible(name: str) -> bool:
-        if guard.granted(ENV, name) or PYTEST_OWN.covers(name):
+        if guard.granted(ENV, name) or PYTEST_OWN.covers(name) or INHERITED_POLICY.covers(name):
             return True
         return guard.implicit.enabled and any(rule.covers(name) for rule in IMPLICIT)
 
@@ -71,7 +76,7 @@ def install(guard: Guard) -> dict[str, Handler]:
 
     def require(key: str | bytes) -> None:
         name = os.fsdecode(key)
-        if not visible(name):
+        if INHERITED_POLICY.covers(name) or not visible(name):
             guard.deny(ENV, name)
 
     class GuardedEnviron(os._Environ):  # type: ignore[type-arg]
