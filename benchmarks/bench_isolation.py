@@ -9,16 +9,24 @@ N tests under ``@pytest.mark.permission()``, and, inside a pytest session
 round trips. The isolation cost per test is (marked - plain) / N; the floor
 is the bare round trip; the script prints medians and their ratio. The
 machine is shared and noisy, so only ratios measured together mean anything.
+
+Where pytest-forked is importable (it needs pytest 8), the same N tests run
+with ``--forked`` in the same rounds and its ratio is printed too:
+``python -m venv v8 && v8/bin/pip install 'pytest<9' pytest-forked -e .``
+then ``v8/bin/python benchmarks/bench_isolation.py``.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+FORKED = importlib.util.find_spec("pytest_forked") is not None
 
 FLOOR_TEST = '''
 import os, time
@@ -69,17 +77,22 @@ def main() -> None:
             "import pytest\n\npytestmark = pytest.mark.permission()\n\n" + body
         )
         (folder / "test_floor.py").write_text(FLOOR_TEST.format(n=n))
-        costs, floors = [], []
+        costs, floors, forked_costs = [], [], []
         for _ in range(rounds):
             plain = session(folder, "test_plain.py")
             marked = session(folder, "test_marked.py")
             costs.append((marked - plain) / n)
+            if FORKED:
+                forked_costs.append((session(folder, "test_plain.py", "--forked") - plain) / n)
             floors.append(floor(folder))
     cost, base = statistics.median(costs), statistics.median(floors)
     print(f"tests per session:         {n} (x{rounds} rounds, medians)")
     print(f"isolation cost per test:   {cost * 1e6:8.0f} us")
     print(f"bare fork+pipe+waitpid:    {base * 1e6:8.0f} us")
     print(f"ratio to the floor:        {cost / base:8.2f}x  (target <= 1.30x)")
+    if forked_costs:
+        other = statistics.median(forked_costs)
+        print(f"pytest-forked per test:    {other * 1e6:8.0f} us = {other / base:.2f}x the floor")
 
 
 if __name__ == "__main__":

@@ -1,20 +1,27 @@
-"""The child's role: enforce, run the call phase, send the report, leave.
+"""The child's role: enforce, run the test body, send back what happened, leave.
 
-Runs only in the process :func:`pytest_permission.fork.fork` made. The call
-phase runs through pytest's own hooks (capture, logging, skipping…), so
-output capture behaves as in an unrestricted run; the final call report
-goes back through ``pytest_report_to_serializable``, and the child leaves
-with ``os._exit`` so no atexit handler or session teardown of the parent's
-runs twice.
+Runs only in the process :func:`pytest_permission.fork.fork` made, and only
+around ``item.runtest()``: everything else of the call phase (capture,
+logging, warnings, skipping, the report) happens in the parent, exactly as
+in an unrestricted run. That keeps the child's work, and so the pages it
+copies from the parent, to the test body itself.
+
+What the parent cannot see is sent back: the outcome (the exception,
+pickled where possible, and the failure's formatted ``longrepr``, since a
+traceback cannot cross processes), output written to in-memory capture
+buffers, log text, user properties, warnings and denials. The child leaves
+with ``os._exit`` so no atexit handler of the parent's runs twice.
 """
 
 from __future__ import annotations
 
 import os
+import pickle
 import signal
 import sys
+import time
 import warnings
-from collections.abc import Generator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -31,13 +38,14 @@ class SwallowedDenialWarning(pytest.PytestWarning):
 
 
 class ChildRole:
-    """Registered as a plugin in the child only, for its ``makereport``."""
+    """Enforces a plan in the forked child and reports the body's outcome."""
 
     def __init__(self, item: pytest.Item, plan: Plan, writer: int) -> None:
         self.item = item
         self.plan = plan
         self.writer = writer
         self.warnings: list[dict[str, Any]] = []
+        self.output = _Output(item)
         self.coverage = coverage_relay.capture()
         startup.export(plan.policy, plan.implicit)
         read, write = plugin_paths()
@@ -47,24 +55,30 @@ class ChildRole:
         )
         startup.propagate(self.guard)
 
-    def call_phase(self) -> Generator[None, object, object]:
-        """Body of the ``pytest_runtest_call`` wrapper, in the child."""
+    def run(self, runtest: Callable[[], object]) -> None:
+        """Run the test body under the plan, send the outcome, and exit."""
         signal.signal(signal.SIGINT, signal.default_int_handler)
-        self.item.config.pluginmanager.register(self, "permission-child")
+        start = time.time()
+        failure: BaseException | None = None
         with warnings.catch_warnings(record=True) as log:
             try:
-                result = yield
+                runtest()
             except (KeyboardInterrupt, pytest.exit.Exception) as stop:
                 self.leave({"stop": type(stop).__name__, "reason": str(stop)})
-            except BaseException as failure:
+            except BaseException as exc:
+                failure = exc
+            try:
                 self.judge(failure)
-                raise
-            else:
-                self.judge(None)
+            except BaseException as exc:  # strict, or a warning filtered to "error"
+                failure = exc
             finally:
                 self.guard.retire()
                 self.warnings = [_warning(w) for w in log]
-        return result
+        message: dict[str, Any] = {}
+        if failure is not None:
+            message["exception"] = _portable(failure)
+            message["report"] = self.failure_report(failure, start)
+        self.leave(message)
 
     def judge(self, failure: BaseException | None) -> None:
         """Warn about swallowed denials, or fail the test under ``strict``."""
@@ -101,19 +115,19 @@ class ChildRole:
             out.append(denial)
         return out
 
-    @pytest.hookimpl(wrapper=True, tryfirst=True)
-    def pytest_runtest_makereport(
-        self, item: pytest.Item, call: pytest.CallInfo[None]
-    ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
-        report = yield
-        if item is self.item and call.when == "call":
-            self.send_report(report)
-        return report
+    def failure_report(self, failure: BaseException, start: float) -> dict[str, Any]:
+        """The failure formatted here, where its traceback lives, as pytest serialises it."""
+        def again() -> None:
+            raise failure
 
-    def send_report(self, report: pytest.TestReport) -> None:
+        call = pytest.CallInfo.from_call(again, when="call")
+        call.start = start
+        report = pytest.TestReport.from_item_and_call(self.item, call)
         config = self.item.config
-        data = config.hook.pytest_report_to_serializable(config=config, report=report)
-        self.leave({"report": data})
+        data: dict[str, Any] = config.hook.pytest_report_to_serializable(
+            config=config, report=report
+        )
+        return data
 
     def leave(self, message: dict[str, Any]) -> None:
         message["warnings"] = self.warnings
@@ -121,20 +135,86 @@ class ChildRole:
         if self.coverage is not None:
             self.guard.retire()  # coverage's in-memory database is no access of the test's
             message["coverage"] = self.coverage.collected()
+        message.update(self.output.collect())
         try:
             fork.send(self.writer, message)
         except Exception as exc:  # an unpicklable user property, most likely
-            message.pop("report", None)
-            message["error"] = f"could not send the report: {exc!r}"
+            for key in ("report", "exception", "user_properties"):
+                message.pop(key, None)
+            message["error"] = f"could not send the outcome: {exc!r}"
             fork.send(self.writer, message)
         finally:
-            for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
+            os._exit(INTERRUPTED if "stop" in message else 0)
+
+
+class _Output:
+    """What the child writes where the parent cannot read it afterwards.
+
+    File-descriptor capture writes to files shared with the parent; only
+    in-memory buffers (``--capture=sys``, the log report handler) and the
+    item's user properties need sending.
+    """
+
+    def __init__(self, item: pytest.Item) -> None:
+        self.item = item
+        self.properties = len(item.user_properties)
+        self.streams = {name: _memory_length(getattr(sys, name)) for name in ("stdout", "stderr")}
+        self.log = _log_stream(item)
+        self.log_start = len(self.log.getvalue()) if self.log is not None else 0
+
+    def collect(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"user_properties": self.item.user_properties[self.properties :]}
+        for name, start in self.streams.items():
+            stream = getattr(sys, name)
+            if start is not None and hasattr(stream, "getvalue"):
+                out[name] = stream.getvalue()[start:]
+            else:
                 try:
-                    if stream is not None:
-                        stream.flush()
+                    stream.flush()
                 except Exception:
                     pass
-            os._exit(INTERRUPTED if "stop" in message else 0)
+        if self.log is not None:
+            out["log"] = self.log.getvalue()[self.log_start :]
+        return out
+
+
+def _memory_length(stream: Any) -> int | None:
+    """The length of an in-memory capture buffer, ``None`` for a real stream."""
+    getvalue = getattr(stream, "getvalue", None)
+    return len(getvalue()) if callable(getvalue) else None
+
+
+def _log_stream(item: pytest.Item) -> Any:
+    plugin = item.config.pluginmanager.get_plugin("logging-plugin")
+    handler = getattr(plugin, "report_handler", None)
+    stream = getattr(handler, "stream", None)
+    return stream if hasattr(stream, "getvalue") else None
+
+
+def _portable(failure: BaseException) -> dict[str, Any]:
+    """The exception in a form the parent can raise again.
+
+    pytest's outcome exceptions (skip, fail, xfail) are not picklable (their
+    ``__module__`` is ``builtins``), so they travel as their kind and fields.
+    """
+    outcomes = {
+        pytest.skip.Exception: "skip",
+        pytest.fail.Exception: "fail",
+        pytest.xfail.Exception: "xfail",
+    }
+    for kind_type, kind in outcomes.items():
+        if type(failure) is kind_type:
+            return {
+                "outcome": kind,
+                "msg": getattr(failure, "msg", None) or "",
+                "pytrace": getattr(failure, "pytrace", True),
+                "fields": dict(failure.__dict__),
+            }
+    try:
+        return {"pickled": pickle.dumps(failure, protocol=pickle.HIGHEST_PROTOCOL)}
+    except Exception:
+        return {"type": f"{type(failure).__module__}.{type(failure).__qualname__}",
+                "text": str(failure)}
 
 
 def plugin_paths() -> tuple[list[str], list[str]]:

@@ -1,24 +1,24 @@
-"""The parent's role: fork for the call phase, relay what the child sent back.
+"""The parent's role: fork around the test body, relay what the child sent back.
 
-The fork happens inside every other ``pytest_runtest_call`` wrapper
-(``trylast``): capture, logging and warnings are set up unrestricted in the
-parent, and the child, a copy, finishes them, so its report carries the
-captured sections exactly as an unrestricted run would.
-
-Only the call phase is taken over, at the level of ``pytest_runtest_call``
-and ``pytest_runtest_makereport``; setup and teardown run in the parent
-through pytest's normal protocol, so plugins that also drive the protocol
+Only ``item.runtest()`` runs in the child. The call phase around it —
+capture, logging, warnings, skipping, the report — runs in the parent
+through pytest's own hooks, so output capture and outcomes behave as in an
+unrestricted run, and plugins that drive the protocol themselves
 (pytest-rerunfailures, pytest-timeout) keep working beside this one.
 
-In the parent, the test's ``runtest`` is replaced for the duration of the
-call by a relay that re-issues the child's warnings (so ``-W`` filters and
-the warnings summary see them) or fails with how the child died; the
-child's report then stands in for the one pytest would make.
+The relay puts back what the parent could not see: in-memory output, log
+text, user properties and warnings are re-issued where pytest expects them;
+the child's exception is raised again (so ``xfail(raises=...)`` and friends
+see its type), and the failure text the child formatted from the real
+traceback replaces the parent's in the report.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
+import pickle
+import sys
 import warnings
 from collections.abc import Callable, Generator
 from typing import Any
@@ -32,7 +32,7 @@ from pytest_permission.plan import Plan
 
 PLAN = pytest.StashKey[Plan]()
 """Set by the plugin on an item that must run isolated."""
-_SENT = pytest.StashKey[dict[str, Any]]()
+_LONGREPR = pytest.StashKey[dict[str, Any]]()
 _DENIED = pytest.StashKey[list[dict[str, object]]]()
 
 REPORT_ATTRIBUTE = "permission_denials"
@@ -41,73 +41,113 @@ xdist controller too), so summaries are built from reports, not from state."""
 JUNIT_PROPERTY = "permission_denial"
 
 
+class ChildError(Exception):
+    """An exception from the child that could not be sent as itself."""
+
+
 @pytest.hookimpl(wrapper=True, trylast=True)
 def pytest_runtest_call(item: pytest.Item) -> Generator[None, object, object]:
     plan = item.stash.get(PLAN, None)
     if plan is None:
         return (yield)
-    child, writer = fork.fork()
-    if child is None:
-        assert writer is not None
-        return (yield from ChildRole(item, plan, writer).call_phase())
-    ended = fork.wait(child, plan.timeout)
-    message = ended.message if isinstance(ended.message, dict) else {}
-    coverage_relay.merge(message.get("coverage"))
-    _record_denials(item, message.get("denials", []))
-    original = item.__dict__.get("runtest")
-    item.runtest = _relay(item, message, ended, plan)  # type: ignore[method-assign]
+    own = item.__dict__.get("runtest")
+    item.runtest = functools.partial(_forked, item, plan, item.runtest)  # type: ignore[method-assign]
     try:
         return (yield)
     finally:
-        if original is None:
+        if own is None:
             del item.runtest
         else:
-            item.runtest = original  # type: ignore[method-assign]
+            item.runtest = own  # type: ignore[method-assign]
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]
 ) -> pytest.TestReport | None:
-    """The child's call report in place of the parent's, carrying the denials."""
+    """The parent's report, with the child's failure text and its denials."""
     if call.when != "call" or _DENIED not in item.stash:
         return None
     denials = item.stash[_DENIED]
     del item.stash[_DENIED]
-    if _SENT in item.stash:
-        config = item.config
-        report: pytest.TestReport = config.hook.pytest_report_from_serializable(
-            config=config, data=item.stash[_SENT]
-        )
-        del item.stash[_SENT]
-        # record_property ran in the child; junitxml reads the item's list later.
-        for prop in report.user_properties:
-            if prop not in item.user_properties:
-                item.user_properties.append(prop)
-    else:  # the child died: the relay's failure, with the parent's capture
-        report = pytest.TestReport.from_item_and_call(item, call)
+    report = pytest.TestReport.from_item_and_call(item, call)
+    sent = item.stash.get(_LONGREPR, None)
+    if sent is not None:
+        del item.stash[_LONGREPR]
+        if call.excinfo is not None:
+            config = item.config
+            child: pytest.TestReport = config.hook.pytest_report_from_serializable(
+                config=config, data=sent
+            )
+            report.longrepr = child.longrepr
     setattr(report, REPORT_ATTRIBUTE, denials)
     return report
 
 
-def _relay(item: pytest.Item, message: dict[str, Any], ended: fork.Ended, plan: Plan) -> Callable[[], None]:
-    def runtest() -> None:
-        for record in message.get("warnings", ()):
-            _reissue(record)
-        stop = message.get("stop")
-        if stop == "KeyboardInterrupt":
-            raise KeyboardInterrupt
-        if stop is not None:
-            pytest.exit(message.get("reason", ""))
+def denials_of(report: pytest.TestReport) -> list[Denial]:
+    """The denials a call report carries (none for an unrestricted test)."""
+    return [Denial.from_dict(d) for d in getattr(report, REPORT_ATTRIBUTE, ())]
+
+
+def _forked(item: pytest.Item, plan: Plan, runtest: Callable[[], object]) -> None:
+    """``item.runtest`` for an isolated test, in the parent."""
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()  # nothing buffered may be written twice
+    child, writer = fork.fork()
+    if child is None:
+        assert writer is not None
+        ChildRole(item, plan, writer).run(runtest)  # never returns
+    assert child is not None
+    ended = fork.wait(child, plan.timeout)
+    message = ended.message if isinstance(ended.message, dict) else {}
+    coverage_relay.merge(message.get("coverage"))
+    _relay(item, message)
+    stop = message.get("stop")
+    if stop == "KeyboardInterrupt":
+        raise KeyboardInterrupt
+    if stop is not None:
+        pytest.exit(message.get("reason", ""))
+    if "exception" in message:
         if "report" in message:
-            item.stash[_SENT] = message["report"]
-            return
+            item.stash[_LONGREPR] = message["report"]
+        raise _rebuilt(message["exception"])
+    if ended.message is None or "error" in message:
         why = message.get("error") or f"the forked test process {ended.describe()}"
         if ended.timed_out:
             why += f" ({plan.timeout:g}s)"
         pytest.fail(f"{why} before reporting; its captured output follows", pytrace=False)
 
-    return runtest
+
+def _relay(item: pytest.Item, message: dict[str, Any]) -> None:
+    """Put back, in the parent, what the child's body produced."""
+    _record_denials(item, message.get("denials", []))
+    item.user_properties.extend(message.get("user_properties", ()))
+    for name in ("stdout", "stderr"):
+        if message.get(name):
+            getattr(sys, name).write(message[name])
+    if message.get("log"):
+        plugin = item.config.pluginmanager.get_plugin("logging-plugin")
+        getattr(plugin, "report_handler").stream.write(message["log"])
+    for record in message.get("warnings", ()):
+        _reissue(record)
+
+
+def _rebuilt(sent: dict[str, Any]) -> BaseException:
+    kind = sent.get("outcome")
+    if kind is not None:
+        cls = {"skip": pytest.skip.Exception, "fail": pytest.fail.Exception,
+               "xfail": pytest.xfail.Exception}[kind]
+        error = cls.__new__(cls)
+        BaseException.__init__(error, sent["msg"])
+        error.__dict__.update(sent["fields"])
+        return error
+    if "pickled" in sent:
+        try:
+            exc: BaseException = pickle.loads(sent["pickled"])
+            return exc
+        except Exception:
+            pass
+    return ChildError(f"{sent.get('type', 'exception')}: {sent.get('text', '')}")
 
 
 def _reissue(record: dict[str, Any]) -> None:
@@ -135,8 +175,3 @@ def _record_denials(item: pytest.Item, denials: list[dict[str, object]]) -> None
         item.user_properties.append(
             (JUNIT_PROPERTY, f"{denial.permission} {denial.resource} at {denial.where}")
         )
-
-
-def denials_of(report: pytest.TestReport) -> list[Denial]:
-    """The denials a call report carries (none for an unrestricted test)."""
-    return [Denial.from_dict(d) for d in getattr(report, REPORT_ATTRIBUTE, ())]
