@@ -279,10 +279,12 @@ def _inspector(guard: Guard) -> dict[str, Handler]:
     ]
 
     def by_coverage() -> bool:
-        coverage = sys.modules.get("coverage")
-        location = getattr(coverage, "__file__", None)
-        return location is not None and caller_file().startswith(
-            os.path.dirname(location) + os.sep
+        """Coverage's tracer, or hypothesis's explain phase (a line tracer of its own)."""
+        caller = caller_file()
+        coverage = getattr(sys.modules.get("coverage"), "__file__", None)
+        explain = getattr(sys.modules.get("hypothesis.internal.scrutineer"), "__file__", None)
+        return caller == explain or (
+            coverage is not None and caller.startswith(os.path.dirname(coverage) + os.sep)
         )
 
     def allowed(hook: object) -> bool:
