@@ -26,7 +26,7 @@ from typing import Any
 
 import pytest
 
-from pytest_permission import audit, coverage_relay, fork, startup
+from pytest_permission import audit, coverage_relay, fork, startup, tools
 from pytest_permission.errors import Denial
 from pytest_permission.plan import Plan
 
@@ -48,7 +48,7 @@ class ChildRole:
         self.output = _Output(item)
         self.coverage = coverage_relay.capture()
         startup.export(plan.policy, plan.implicit)
-        read, write = plugin_paths()
+        read, write = tools.prepare()
         self.guard = audit.install(
             plan.policy, implicit=plan.implicit, observe=plan.observe,
             extra_read=read, extra_write=write,
@@ -215,27 +215,6 @@ def _portable(failure: BaseException) -> dict[str, Any]:
     except Exception:
         return {"type": f"{type(failure).__module__}.{type(failure).__qualname__}",
                 "text": str(failure)}
-
-
-def plugin_paths() -> tuple[list[str], list[str]]:
-    """Paths the tools beside the test need in the child, as ``(read, write)``.
-
-    Granted implicitly (even with ``implicit=False``) by the audit layer and
-    the kernel layer alike. Hypothesis keeps its example database and caches
-    under its storage directory (``.hypothesis/``) and reads and writes them
-    while a ``@given`` test runs; a trailing ``*`` covers the folder whether
-    or not it exists yet. Coverage needs nothing: see :mod:`.coverage_relay`.
-    """
-    found: list[str] = []
-    configuration = sys.modules.get("hypothesis.configuration")
-    if configuration is not None:
-        storage = configuration.storage_directory()
-        found.append(os.fspath(getattr(storage, "path", storage)))
-        database = sys.modules["hypothesis"].settings.default.database
-        if isinstance(getattr(database, "path", None), (str, os.PathLike)):
-            found.append(os.fspath(database.path))
-    grants = [os.path.abspath(p) + "*" for p in found]
-    return grants, grants
 
 
 def _warning(record: warnings.WarningMessage) -> dict[str, Any]:
