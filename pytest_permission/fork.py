@@ -8,6 +8,7 @@ leaked descriptor, no hang on a wedged child.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import select
@@ -110,10 +111,8 @@ def wait(child: Child, timeout: float | None = None) -> Ended:
 
 
 def _kill(pid: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
     os.waitpid(pid, 0)
 
 

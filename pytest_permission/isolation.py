@@ -15,6 +15,7 @@ traceback replaces the parent's in the report.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib
 import pickle
@@ -127,7 +128,7 @@ def _relay(item: pytest.Item, message: dict[str, Any]) -> None:
             getattr(sys, name).write(message[name])
     if message.get("log"):
         plugin = item.config.pluginmanager.get_plugin("logging-plugin")
-        getattr(plugin, "report_handler").stream.write(message["log"])
+        plugin.report_handler.stream.write(message["log"])
     for record in message.get("warnings", ()):
         _reissue(record)
 
@@ -161,10 +162,9 @@ def _reissue(record: dict[str, Any]) -> None:
             category = found
     except Exception:
         pass
-    try:
+    # An "error" filter already failed the test in the child.
+    with contextlib.suppress(Warning):
         warnings.warn_explicit(record["message"], category, record["filename"], record["lineno"])
-    except Warning:
-        pass  # an "error" filter already failed the test in the child
 
 
 def _record_denials(item: pytest.Item, denials: list[dict[str, object]]) -> None:

@@ -121,7 +121,8 @@ class Policy:
                 continue
             scope = by_flag.get(flag)
             if scope is None or scope.keyword is None:
-                raise ValueError(f"unknown flag {arg!r}; expected one of {', '.join(map(str, by_flag))}")
+                known = ", ".join(map(str, by_flag))
+                raise ValueError(f"unknown flag {arg!r}; expected one of {known}")
             current = values.get(scope.keyword, [])
             if not eq or scope.kind is Kind.SWITCH or current is True:
                 values[scope.keyword] = True
