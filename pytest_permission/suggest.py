@@ -133,8 +133,7 @@ class Needs:
         self.entries.setdefault(keyword, set()).add(entry)
 
     def note(self, text: str) -> None:
-        if text not in self.notes:
-            self.notes.append(text)
+        self.notes = sorted({*self.notes, text})
 
 
 def _under(path: str, folder: str) -> bool:
