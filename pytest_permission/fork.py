@@ -14,12 +14,14 @@ import pickle
 import select
 import signal
 import struct
+import sys
 import time
 import warnings
 from dataclasses import dataclass
 from typing import Any
 
 _HEADER = struct.Struct("!Q")
+PR_SET_PDEATHSIG = 1
 
 
 @dataclass
@@ -62,14 +64,31 @@ def fork() -> tuple[Child | None, int | None]:
     about, so it is silenced here rather than in the user's filters.
     """
     reader, writer = os.pipe()
+    parent = os.getpid()
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r".*fork\(\) may lead to deadlocks")
         pid = os.fork()
     if pid == 0:
         os.close(reader)
+        _die_with(parent)
         return None, writer
     os.close(writer)
     return Child(pid, reader), None
+
+
+def _die_with(parent: int) -> None:
+    """Linux: be killed when the parent dies, however it dies.
+
+    A parent that ends without reaping (pytest-timeout's thread method calls
+    ``os._exit``, ``kill -9``) would otherwise leave a wedged child running.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # it died before prctl took effect
+        os._exit(1)
 
 
 def send(writer: int, message: Any) -> None:

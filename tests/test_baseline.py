@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from pytest_permission import baseline
-from pytest_permission.suggest import Needs
+from pytest_permission.suggest import Grants, Needs
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="isolation needs os.fork")
 
@@ -247,7 +247,7 @@ def test_compare_lists_added_and_unused_entries() -> None:
         entries={"fs_read": {"{testdir}/data/a.txt", "/etc/hosts"}, "net": {"api.x.com:443"}},
         switches={"child"},
     )
-    entry = {"fs_read": ["{testdir}/data"], "net": True, "ffi": True, "env": ["OLD"]}
+    entry: Grants = {"fs_read": ["{testdir}/data"], "net": True, "ffi": True, "env": ["OLD"]}
     diff = baseline.compare(entry, found)
     assert diff.added == ("child", "fs_read: /etc/hosts")
     assert diff.unused == ("env: OLD", "ffi")
