@@ -93,4 +93,4 @@ def _data_file(cov: Any) -> str:
     own = getattr(cov, "_data", None)
     if own is not None:
         return str(own.base_filename())
-    return os.path.abspath(cov.config.data_file)
+    return os.path.abspath(str(cov.config.data_file))

@@ -5,8 +5,9 @@ The forked child puts the policy, as JSON, in the environment variable
 that starts with the variable set imports this module from
 ``pytest_permission_startup.pth`` (installed into site-packages with the
 package; the ``.pth`` line costs one dictionary look-up when the variable is
-absent) and calls :func:`enforce_inherited_policy`, which installs the audit layer with that policy before any user code
-runs — as Node passes ``--permission`` to its children in ``NODE_OPTIONS``.
+absent) and calls :func:`enforce_inherited_policy`, which installs the
+audit layer with that policy before any user code runs — as Node passes
+``--permission`` to its children in ``NODE_OPTIONS``.
 A subprocess started with an explicit ``env=`` mapping gets the variable
 added to it, with the policy as it is at that moment (after any ``drop()``).
 """

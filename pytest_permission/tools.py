@@ -48,5 +48,5 @@ def _hypothesis() -> list[str]:
             kwargs.setdefault("dir", scratch)
             return tempfile.mkstemp(*args, **kwargs)  # type: ignore[call-overload, no-any-return]
 
-        module.tempfile = SimpleNamespace(**{**vars(tempfile), "mkstemp": mkstemp})
+        setattr(module, "tempfile", SimpleNamespace(**{**vars(tempfile), "mkstemp": mkstemp}))  # noqa: B010
     return found

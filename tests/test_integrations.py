@@ -114,8 +114,12 @@ def test_xdist_aggregates_denials_on_the_controller(
     result.assert_outcomes(passed=6)
     result.stdout.fnmatch_lines(["*= permission denials =*"])
     for n in range(4):
-        result.stdout.fnmatch_lines([f"test_suite.py::test_denied[[]{n}[]]", "*FileSystemRead /etc/hostname at *"])
-    result.stdout.fnmatch_lines(["test_suite.py::test_swallowed", "*FileSystemRead /etc/passwd at *"])
+        result.stdout.fnmatch_lines(
+            [f"test_suite.py::test_denied[[]{n}[]]", "*FileSystemRead /etc/hostname at *"]
+        )
+    result.stdout.fnmatch_lines(
+        ["test_suite.py::test_swallowed", "*FileSystemRead /etc/passwd at *"]
+    )
     xml = (pytester.path / "out.xml").read_text()
     assert xml.count('name="permission_denial" value="FileSystemRead /etc/hostname at ') == 4
     assert 'name="permission_denial" value="FileSystemRead /etc/passwd at ' in xml
@@ -424,13 +428,15 @@ def test_python_subprocesses_inherit_the_policy(pytester: pytest.Pytester) -> No
                 assert done.returncode == 0, done.stderr
                 return json.loads(done.stdout)
 
-            @pytest.mark.permission(child=True, fs_read=["{testdir}/allowed.txt", "{testdir}/script.py"])
+            GRANTS = ["{testdir}/allowed.txt", "{testdir}/script.py"]
+
+            @pytest.mark.permission(child=True, fs_read=GRANTS)
             def test_inherits():
                 out = run()
                 assert out[ALLOWED] == "granted text"
                 assert out[SECRET] == ["ERR_ACCESS_DENIED", "FileSystemRead", SECRET]
 
-            @pytest.mark.permission(child=True, fs_read=["{testdir}/allowed.txt", "{testdir}/script.py"])
+            @pytest.mark.permission(child=True, fs_read=GRANTS)
             def test_explicit_env_and_drop():
                 drop("fs.read", ALLOWED)
                 out = run(env={"PATH": os.environ["PATH"]})
