@@ -578,6 +578,29 @@ def test_symlink_inside_grant_pointing_outside_is_denied(enforced: Any, area: Pa
     assert not (area / "outside" / "new.txt").exists()
 
 
+def test_dot_dot_after_a_link_is_applied_where_the_link_leads(enforced: Any, area: Path) -> None:
+    """``granted/escape/../x`` is ``outside/../x`` to the kernel, not ``granted/x``."""
+    nested = area / "outside" / "nested"
+    nested.mkdir()
+    (area / "granted" / "escape").symlink_to(nested)
+    sneaky = area / "granted" / "escape" / ".." / "secret.txt"
+    made = area / "granted" / "escape" / ".." / "made"
+    plain = area / "granted" / "sub" / ".." / "a.txt"
+    out = enforced(
+        f"""
+        import os
+        attempt("read", lambda: open({str(sneaky)!r}).read())
+        attempt("mkdir", lambda: os.mkdir({str(made)!r}))
+        attempt("plain-dot-dot", lambda: open({str(plain)!r}).read())
+        """,
+        {"fs_read": [str(area / "granted")], "fs_write": [str(area / "granted")]},
+    )
+    assert out["read"] == denied(READ, area / "granted" / "secret.txt")
+    assert out["mkdir"] == denied(WRITE, area / "granted" / "made")
+    assert not (area / "outside" / "made").exists()
+    assert out["plain-dot-dot"] == ok("inside")
+
+
 def test_grant_given_through_a_symlink_still_works(enforced: Any, area: Path) -> None:
     alias = area / "alias"
     alias.symlink_to(area / "granted")

@@ -1,11 +1,17 @@
 """File-system scopes: what each operation needs from ``fs.read``/``fs.write``.
 
-Decisions for ``open`` are cached per (path, flags), because resolving links
-on every open would cost a quarter of a small read; the cache is cleared by
-every event that can change what a path resolves to (rename, remove, link,
-chdir, a child process) and by ``drop()``. A link swapped by C code or by
-another process between two opens is the residual risk the kernel layer
-closes.
+A path is checked as the kernel will follow it: made absolute as written
+(``..`` kept, so that ``granted/link/../x`` means where ``link`` leads), then
+resolved through links; the error names the lexical path, as Node's does.
+
+Two caches keep this cheap. Decisions for ``open`` are kept per (path,
+flags), so a repeated open costs one dict look-up; the real
+path of each folder is kept, so a new file costs one ``lstat`` instead of
+``realpath``'s one per component. Both are cleared by every event that can
+change what a path resolves to (rename, remove, link, symlink, chdir, a
+child process), by ``drop()`` and in a forked child. A link swapped by C
+code or by another process in between is the residual risk the kernel
+layer closes.
 """
 
 from __future__ import annotations
@@ -13,12 +19,14 @@ from __future__ import annotations
 import errno
 import functools
 import os
+import stat
 import sys
 import threading
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from pytest_permission.audit.guard import Guard, Handler, absolute, caller_file
+from pytest_permission import paths
+from pytest_permission.audit.guard import Guard, Handler, absolute, caller_file, fd_path
 from pytest_permission.scopes import FS_READ as READ
 from pytest_permission.scopes import FS_WRITE as WRITE
 
@@ -30,6 +38,46 @@ _IMPORT_SYSTEM = "<frozen importlib"
 """How the import system's frames are named (``co_filename``)."""
 _ACCESS_DEFAULT = 0  # mmap.ACCESS_DEFAULT, without importing mmap
 _ACCESS_WRITE = 2  # mmap.ACCESS_WRITE
+
+
+class _DirFd(threading.local):
+    """The ``dir_fd`` of the ``os.open`` call under way in this thread."""
+
+    value: int | None = None
+
+
+class _Resolver:
+    """``os.path.realpath`` with the real path of each folder remembered."""
+
+    def __init__(self) -> None:
+        self.folders: dict[str, str] = {}
+
+    def __call__(self, raw: str) -> str:
+        head, sep, tail = raw.rpartition(os.sep)
+        if not sep or tail in ("", ".", ".."):
+            return os.path.realpath(raw)
+        folder = self.folders.get(head)
+        if folder is None:
+            folder = self.folders[head] = os.path.realpath(head or os.sep)
+        full = folder + tail if folder.endswith(os.sep) else folder + os.sep + tail
+        try:
+            if not stat.S_ISLNK(os.lstat(full).st_mode):
+                return full
+        except OSError:
+            return full  # missing (about to be created): kept, as realpath does
+        return os.path.realpath(full)
+
+
+def _raw(path: object, dir_fd: int | None) -> str:
+    """The absolute path as written, ``..`` kept to be applied after links."""
+    if isinstance(path, int):
+        return fd_path(path)
+    text = paths.as_str(path)
+    if os.path.isabs(text):
+        return text
+    if dir_fd is not None and dir_fd >= 0:
+        return os.path.join(fd_path(dir_fd), text)
+    return os.path.join(os.getcwd(), text)
 
 
 def needs(flags: int) -> tuple[bool, bool]:
@@ -53,17 +101,27 @@ def _writable(fd: int) -> bool:
 
 
 def install(guard: Guard) -> dict[str, Handler]:
-    cache: dict[tuple[object, int], bool] = {}
-    local = threading.local()
-    guard.on_change(cache.clear)
+    cache: dict[object, set[int]] = {}  # path -> open flags known to be allowed
+    resolve = _Resolver()
+    dir_fd = _DirFd()
+    in_dir_fd_open: set[int] = set()  # threads inside os.open(..., dir_fd=...)
+
+    def forget() -> None:
+        cache.clear()
+        resolve.folders.clear()
+
+    guard.on_change(forget)
+    if sys.platform != "win32":
+        os.register_at_fork(after_in_child=forget)  # /proc/self names another process
 
     def read(path: object, dir_fd: int | None = None) -> None:
-        guard.require_path(READ, absolute(path, dir_fd))
+        if not guard.path_granted(READ, _raw(path, dir_fd), resolve):
+            guard.deny(READ, absolute(path, dir_fd))
 
     def write(path: object, dir_fd: int | None = None) -> None:
-        full = absolute(path, dir_fd)
-        if guard.path_granted(WRITE, full):
+        if guard.path_granted(WRITE, _raw(path, dir_fd), resolve):
             return
+        full = absolute(path, dir_fd)
         if _PYCACHE in full and caller_file().startswith(_IMPORT_SYSTEM):
             # The import system ignores a failed cache write: nothing to report.
             raise PermissionError(errno.EACCES, "bytecode cache writes are skipped", full)
@@ -75,19 +133,19 @@ def install(guard: Guard) -> dict[str, Handler]:
 
     def on_open(args: tuple[Any, ...]) -> None:
         path, _mode, flags = args
+        # The hot path: one look-up, unless some thread is opening relative to a dir_fd.
+        if not in_dir_fd_open and flags in cache.get(path, ()):
+            return
         if isinstance(path, int):
             return  # wrapping a descriptor opened earlier
-        base = getattr(local, "dir_fd", None)
-        key = (path, flags)
-        if base is None and key in cache:
-            return
+        base = dir_fd.value if in_dir_fd_open else None
         want_read, want_write = needs(flags)
         if want_write:
             write(path, base)
         if want_read:
             read(path, base)
         if base is None and isinstance(path, (str, bytes)):
-            cache[key] = True
+            cache.setdefault(path, set()).add(flags)
 
     def on_listing(args: tuple[Any, ...]) -> None:
         if caller_file().startswith(_IMPORT_SYSTEM):
@@ -96,7 +154,7 @@ def install(guard: Guard) -> dict[str, Handler]:
 
     def changing(handler: Handler) -> Handler:
         def run(args: tuple[Any, ...]) -> None:
-            cache.clear()
+            forget()
             handler(args)
 
         return run
@@ -158,7 +216,7 @@ def install(guard: Guard) -> dict[str, Handler]:
         if access == _ACCESS_WRITE or (access == _ACCESS_DEFAULT and _writable(fileno)):
             write(fileno)  # a shared mapping of a writable descriptor writes the file
 
-    _wrap_open_dir_fd(local)
+    _wrap_open_dir_fd(dir_fd, in_dir_fd_open)
     return {
         "open": on_open,
         "os.listdir": on_listing,
@@ -193,11 +251,11 @@ def install(guard: Guard) -> dict[str, Handler]:
         "tempfile.mkdtemp": lambda a: write(a[0]),
         "sqlite3.connect": on_sqlite,
         "mmap.__new__": on_mmap,
-        "subprocess.Popen": lambda a: cache.clear(),
+        "subprocess.Popen": lambda a: forget(),
     }
 
 
-def _wrap_open_dir_fd(local: threading.local) -> None:
+def _wrap_open_dir_fd(current: _DirFd, threads: set[int]) -> None:
     """``os.open``'s audit event omits ``dir_fd``; pass it to the handler."""
     real_open = os.open
 
@@ -205,11 +263,14 @@ def _wrap_open_dir_fd(local: threading.local) -> None:
     def open_(path: Any, flags: int, mode: int = 0o777, *, dir_fd: int | None = None) -> int:
         if dir_fd is None:
             return real_open(path, flags, mode)
-        local.dir_fd = dir_fd
+        me = threading.get_ident()
+        current.value = dir_fd
+        threads.add(me)
         try:
             return real_open(path, flags, mode, dir_fd=dir_fd)
         finally:
-            local.dir_fd = None
+            threads.discard(me)
+            current.value = None
 
     os.open = open_
     if real_open in os.supports_dir_fd:

@@ -56,8 +56,9 @@ class Guard:
         plugin tells a denial the test handled from one the code swallowed."""
         self._handlers: dict[str, Handler] = {}
         self._listeners: list[Callable[[], None]] = []
-        self._local = threading.local()
         self.retired = False
+        self.dispatch = self._dispatcher()
+        """The audit hook (see :meth:`_dispatcher`)."""
 
     def retire(self) -> None:
         """Stop enforcing: the test body is over, only its report is being made.
@@ -66,7 +67,7 @@ class Guard:
         behalf; those are not the test's accesses.
         """
         self.retired = True
-        self._handlers = {}
+        self._handlers.clear()
 
     # -- the public face: Node's has()/drop() -------------------------------
 
@@ -99,12 +100,18 @@ class Guard:
         """Whether the policy in force allows ``resource`` (not a path)."""
         return self.effective.has(scope.name, resource)
 
-    def path_granted(self, scope: Scope, path: str) -> bool:
-        """Whether ``path`` (absolute, lexical) is allowed, links resolved."""
+    def path_granted(
+        self, scope: Scope, path: str, resolve: Callable[[str], str] = paths.resolve
+    ) -> bool:
+        """Whether ``path`` (absolute) is allowed once ``resolve`` has followed its links.
+
+        Pass the path as the caller wrote it, not lexically normalised: in
+        ``granted/link/../x`` the ``..`` applies to where ``link`` leads.
+        """
         grant = self.effective.grant(scope)
         if grant.everything:
             return True
-        real = paths.resolve(path)
+        real = resolve(path)
         return paths.covered(grant.rules, real) or self.implicit.covers(scope, real)
 
     def require(self, scope: Scope, resource: str | None) -> None:
@@ -132,17 +139,30 @@ class Guard:
 
     # -- the audit hook ------------------------------------------------------
 
-    def dispatch(self, event: str, args: tuple[Any, ...]) -> None:
-        handler = self._handlers.get(event)
-        if handler is not None:
-            local = self._local
-            if getattr(local, "busy", False):
-                return  # an event raised by a check's own work
-            local.busy = True
+    def _dispatcher(self) -> Callable[[str, tuple[Any, ...]], None]:
+        """The audit hook: one dict look-up per event, handlers run one at a time per thread.
+
+        A plain function, not a bound method: CPython looks ``__cantrace__``
+        up on each hook at every event, and on a bound method the miss
+        raises and formats an ``AttributeError``, which cost more than a
+        cached ``open`` check.
+        """
+        handlers = self._handlers
+        busy: set[int] = set()  # threads inside a handler: their own events pass
+        ident = threading.get_ident
+
+        def dispatch(event: str, args: tuple[Any, ...]) -> None:
+            handler = handlers.get(event)
+            if handler is None or (busy and ident() in busy):
+                return  # not ours, or an event raised by a check's own work
+            me = ident()
+            busy.add(me)
             try:
                 handler(args)
             finally:
-                local.busy = False
+                busy.discard(me)
+
+        return dispatch
 
 
 def _chain(first: Handler, second: Handler) -> Handler:
