@@ -1,0 +1,1 @@
+"""weatherapp: a tiny weather client, the application the example tests exercise."""
