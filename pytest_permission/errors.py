@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 from dataclasses import dataclass
+from typing import ClassVar
 
 from pytest_permission import scopes
 
@@ -53,6 +54,8 @@ class AccessDenied(PermissionError):
 class Denial:
     """One denied operation, kept even when the code under test swallowed it."""
 
+    code: ClassVar[str] = CODE
+    """As on :class:`AccessDenied`, so ``assert_access_denied`` accepts a record too."""
     permission: str
     resource: str | None
     where: str
