@@ -8,14 +8,39 @@ in the pytest process itself could never be undone.
 
 from __future__ import annotations
 
-from pytest_permission.assertions import assert_access_denied, raises_access_denied
+from typing import TYPE_CHECKING, Any
+
 from pytest_permission.errors import AccessDenied, Denial
 from pytest_permission.policy import Policy
+
+if TYPE_CHECKING:
+    from pytest_permission.assertions import assert_access_denied, raises_access_denied
+    from pytest_permission.child import SwallowedDenialWarning
+
+_LAZY = {
+    "assert_access_denied": "pytest_permission.assertions",
+    "raises_access_denied": "pytest_permission.assertions",
+    "SwallowedDenialWarning": "pytest_permission.child",
+}
+"""Names that need pytest: imported on first use, so that a Python child
+process enforcing an inherited policy does not import pytest at start-up."""
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'pytest_permission' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
 
 __all__ = [
     "AccessDenied",
     "Denial",
     "Policy",
+    "SwallowedDenialWarning",
     "assert_access_denied",
     "denials",
     "drop",

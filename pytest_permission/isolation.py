@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import importlib
+import os
 import pickle
 import sys
 import warnings
@@ -40,6 +41,10 @@ REPORT_ATTRIBUTE = "permission_denials"
 """The call report's list of denial dicts: it travels with the report (to an
 xdist controller too), so summaries are built from reports, not from state."""
 JUNIT_PROPERTY = "permission_denial"
+
+
+CHILD_FAILED = 70
+"""Exit status of a child whose own machinery failed (``EX_SOFTWARE``)."""
 
 
 class ChildError(Exception):
@@ -97,7 +102,10 @@ def _forked(item: pytest.Item, plan: Plan, runtest: Callable[[], object]) -> Non
     child, writer = fork.fork()
     if child is None:
         assert writer is not None
-        ChildRole(item, plan, writer).run(runtest)  # never returns
+        try:
+            ChildRole(item, plan, writer).run(runtest)  # leaves with os._exit
+        finally:  # whatever escapes, the child must never go on with the session
+            os._exit(CHILD_FAILED)
     assert child is not None
     ended = fork.wait(child, plan.timeout)
     message = ended.message if isinstance(ended.message, dict) else {}

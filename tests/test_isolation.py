@@ -278,6 +278,10 @@ def test_swallowed_denial_warns_and_strict_fails(pytester: pytest.Pytester) -> N
             "*FileSystemRead /etc/hostname at *app.py:3*",
         ]
     )
+    quiet = pytester.runpytest_subprocess(
+        "-W", "ignore::pytest_permission.SwallowedDenialWarning", "-k", "lenient"
+    )
+    quiet.assert_outcomes(passed=1)
 
 
 def test_threads_in_the_parent_give_no_fork_warning(pytester: pytest.Pytester) -> None:
