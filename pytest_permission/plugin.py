@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 import pytest_permission
-from pytest_permission import isolation, marker, observation, options, summary
+from pytest_permission import isolation, kernel, marker, observation, options, summary
 from pytest_permission.errors import Denial
 from pytest_permission.plan import Plan
 from pytest_permission.policy import Policy
@@ -33,6 +33,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", marker.MARKER_LINE)
     session = config.stash[SESSION] = options.session_settings(config)
+    _check_kernel(session.kernel)
     config.pluginmanager.register(isolation, "permission-isolation")
     if session.observe:  # every access is recorded: the audit replaces the denial list
         config.pluginmanager.register(
@@ -56,6 +57,18 @@ def _preload() -> None:
     audit.prepare()
 
 
+def _check_kernel(mode: str) -> None:
+    """Ask the kernel once what it offers; with ``require``, refuse to start without it."""
+    if mode == "off":
+        return
+    missing = kernel.support().missing
+    if mode == "require" and missing:
+        raise pytest.UsageError(
+            "--permission-kernel=require (or permission_kernel = require): the kernel layer "
+            "is not available here: " + "; ".join(missing)
+        )
+
+
 CAN_ISOLATE = hasattr(os, "fork")
 """Without ``fork`` (Windows) tests run unrestricted, and the header says so."""
 
@@ -67,7 +80,7 @@ def pytest_report_header(config: pytest.Config) -> str:
     if session.observe:
         return "permission: observing every test, enforcing nothing (audit/baseline run)"
     mode = "every test" if session.enforce else "marked tests"
-    return f"permission: enforcing on {mode}; layers: audit"
+    return f"permission: enforcing on {mode}; layers: {kernel.describe(session.kernel)}"
 
 
 @pytest.hookimpl(wrapper=True)
@@ -105,7 +118,7 @@ def plan_for(item: pytest.Item) -> Plan | None:
     session = item.config.stash[SESSION]
     plan = _declared_plan(item, session)
     if not session.observe:
-        return plan
+        return None if plan is None else replace(plan, kernel=session.kernel)
     # Every test is observed; has() keeps answering as the test would run.
     unrestricted = Plan(Policy.allow_all(), implicit=session.implicit, timeout=session.timeout)
     return replace(plan or unrestricted, observe=True)

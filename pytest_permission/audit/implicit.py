@@ -50,7 +50,8 @@ def _rules(entries: tuple[str, ...]) -> tuple[paths.PathRule, ...]:
 
 
 @functools.cache
-def _installation() -> list[str]:
+def installation() -> list[str]:
+    """The interpreter's folders and its site-packages."""
     found = [sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix]
     found += site.getsitepackages() if hasattr(site, "getsitepackages") else []
     user = site.getusersitepackages() if site.ENABLE_USER_SITE else None
@@ -64,6 +65,11 @@ def _ca_files() -> list[str]:
     verify = ssl.get_default_verify_paths()
     found = (verify.cafile, verify.capath, verify.openssl_cafile, verify.openssl_capath)
     return [p for p in found if p]
+
+
+def system_paths(*, net: bool) -> list[str]:
+    """The system files the implicit read grant names; the resolver's with ``net``."""
+    return list(SYSTEM_DATA) + (list(RESOLVER) + _ca_files() if net else [])
 
 
 class Implicit:
@@ -81,10 +87,8 @@ class Implicit:
         read = list(extra_read)
         write = list(extra_write)
         if enabled:
-            read += _installation() + list(SYSTEM_DATA)
+            read += installation() + system_paths(net=net)
             write += list(WRITABLE)
-            if net:
-                read += list(RESOLVER) + _ca_files()
         self._read = _rules(tuple(read))
         self._write = _rules(tuple(write))
         self._sys_path: list[str] = []

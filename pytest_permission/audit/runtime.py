@@ -58,6 +58,15 @@ MAIN_PROGRAM = "<main program>"
 CTYPES_HELPERS = ("memmove", "memset", "_cast", "_string_at", "_wstring_at")
 """ctypes functions that are foreign calls themselves; named for their denials."""
 
+TRUSTED: dict[int, tuple[Any, frozenset[int]]] = {}
+"""ctypes functions the plugin itself calls after installation, by ``id``:
+``(function, first arguments allowed)``. The kernel layer registers its
+``syscall`` here for the system calls that can only take rights away
+(Landlock rules and layers, seccomp filters), so that ``drop()`` can narrow
+the kernel policy too. Not a way around ``ffi``: it names function objects
+the plugin made before enforcement began, and only for those calls.
+"""
+
 
 def install(guard: Guard) -> dict[str, Handler]:
     interpreter = interpreter_files()
@@ -120,7 +129,7 @@ def _ffi(guard: Guard, interpreter: Callable[[str], bool]) -> dict[str, Handler]
         guard.require(FFI, resource)
 
     def call(self: Any, *args: Any, **kwargs: Any) -> Any:
-        if not guard.granted(FFI):
+        if not guard.granted(FFI) and not _trusted(self, args):
             caller = os.path.realpath(caller_file())
             if not interpreter(caller) or caller.startswith(ctypes_dir):
                 guard.deny(FFI, _function_name(self))
@@ -177,6 +186,14 @@ def _ffi(guard: Guard, interpreter: Callable[[str], bool]) -> dict[str, Handler]
         "ctypes.wstring_at": lambda a: require(hex(a[0])),
         "ctypes.PyObj_FromPtr": lambda a: require(hex(id(a[0]))),
     }
+
+
+def _trusted(function: Any, args: tuple[Any, ...]) -> bool:
+    """Whether this is one of the plugin's own calls listed in ``TRUSTED``."""
+    entry = TRUSTED.get(id(function))
+    if entry is None or entry[0] is not function or not args:
+        return False
+    return isinstance(args[0], int) and args[0] in entry[1]
 
 
 def _function_name(pointer: Any) -> str:
