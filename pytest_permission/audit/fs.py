@@ -101,6 +101,7 @@ def _writable(fd: int) -> bool:
 
 
 def install(guard: Guard) -> dict[str, Handler]:
+    """The fs handlers; ``open`` is registered here, non-exclusive, for its fast path."""
     cache: dict[object, set[int]] = {}  # path -> open flags known to be allowed
     resolve = _Resolver()
     dir_fd = _DirFd()
@@ -132,10 +133,17 @@ def install(guard: Guard) -> dict[str, Handler]:
         write(path, dir_fd)
 
     def on_open(args: tuple[Any, ...]) -> None:
+        # The hot path, before any other work (registered non-exclusive for
+        # that): one look-up, unless some thread opens relative to a dir_fd.
+        try:
+            if not in_dir_fd_open and args[2] in cache.get(args[0], ()):
+                return
+        except TypeError:
+            pass  # an unhashable path-like object: never cached
+        check_open(args)
+
+    def open_checked(args: tuple[Any, ...]) -> None:
         path, _mode, flags = args
-        # The hot path: one look-up, unless some thread is opening relative to a dir_fd.
-        if not in_dir_fd_open and flags in cache.get(path, ()):
-            return
         if isinstance(path, int):
             return  # wrapping a descriptor opened earlier
         base = dir_fd.value if in_dir_fd_open else None
@@ -146,6 +154,9 @@ def install(guard: Guard) -> dict[str, Handler]:
             read(path, base)
         if base is None and isinstance(path, (str, bytes)):
             cache.setdefault(path, set()).add(flags)
+
+    check_open = guard.exclusive(open_checked)
+    guard.register({"open": on_open}, exclusive=False)
 
     def on_listing(args: tuple[Any, ...]) -> None:
         if caller_file().startswith(_IMPORT_SYSTEM):
@@ -218,7 +229,6 @@ def install(guard: Guard) -> dict[str, Handler]:
 
     _wrap_open_dir_fd(dir_fd, in_dir_fd_open)
     return {
-        "open": on_open,
         "os.listdir": on_listing,
         "os.scandir": on_listing,
         "os.chdir": changing(lambda a: read(a[0])),

@@ -57,6 +57,8 @@ class Guard:
         self._handlers: dict[str, Handler] = {}
         self._listeners: list[Callable[[], None]] = []
         self.retired = False
+        self._busy: set[int] = set()
+        """Threads inside an exclusive handler (set operations are atomic)."""
         self.dispatch = self._dispatcher()
         """The audit hook (see :meth:`_dispatcher`)."""
 
@@ -82,11 +84,35 @@ class Guard:
 
     # -- for scope modules ---------------------------------------------------
 
-    def register(self, handlers: Mapping[str, Handler]) -> None:
-        """Add event handlers; two for one event both run, in order."""
+    def register(self, handlers: Mapping[str, Handler], *, exclusive: bool = True) -> None:
+        """Add event handlers; two for one event both run, in order.
+
+        Handlers run :meth:`exclusive` unless told otherwise; a handler
+        registered with ``exclusive=False`` answers its cached cases itself
+        and wraps the rest in :meth:`exclusive`.
+        """
         for event, handler in handlers.items():
+            if exclusive:
+                handler = self.exclusive(handler)
             previous = self._handlers.get(event)
             self._handlers[event] = handler if previous is None else _chain(previous, handler)
+
+    def exclusive(self, handler: Handler) -> Handler:
+        """``handler``, skipped for the events its own work raises (per thread)."""
+        busy = self._busy
+        ident = threading.get_ident
+
+        def run(args: tuple[Any, ...]) -> None:
+            if busy and ident() in busy:
+                return
+            me = ident()
+            busy.add(me)
+            try:
+                handler(args)
+            finally:
+                busy.discard(me)
+
+        return run
 
     def on_change(self, listener: Callable[[], None]) -> None:
         """Call ``listener`` whenever cached decisions may have gone stale."""
@@ -140,7 +166,7 @@ class Guard:
     # -- the audit hook ------------------------------------------------------
 
     def _dispatcher(self) -> Callable[[str, tuple[Any, ...]], None]:
-        """The audit hook: one dict look-up per event, handlers run one at a time per thread.
+        """The audit hook: one dict look-up per event.
 
         A plain function, not a bound method: CPython looks ``__cantrace__``
         up on each hook at every event, and on a bound method the miss
@@ -148,19 +174,11 @@ class Guard:
         cached ``open`` check.
         """
         handlers = self._handlers
-        busy: set[int] = set()  # threads inside a handler: their own events pass
-        ident = threading.get_ident
 
         def dispatch(event: str, args: tuple[Any, ...]) -> None:
             handler = handlers.get(event)
-            if handler is None or (busy and ident() in busy):
-                return  # not ours, or an event raised by a check's own work
-            me = ident()
-            busy.add(me)
-            try:
+            if handler is not None:
                 handler(args)
-            finally:
-                busy.discard(me)
 
         return dispatch
 
