@@ -714,7 +714,9 @@ def test_implicit_false_denies_the_installation(enforced: Any) -> None:
     assert enforced(code, {}, implicit=False)["data"] == denied(READ, data)
 
 
-def test_drop_at_runtime_revokes_a_granted_path(enforced: Any, area: Path) -> None:
+def test_drop_at_runtime_revokes_a_granted_path(
+    enforced: Any, area: Path, tmp_path: Path
+) -> None:
     target = area / "granted" / "a.txt"
     out = enforced(
         with_denials(
@@ -733,6 +735,7 @@ def test_drop_at_runtime_revokes_a_granted_path(enforced: Any, area: Path) -> No
     assert out["has-before"] == ok(True)
     assert out["after"] == denied(READ, target)
     assert out["has-after"] == ok(False)
-    assert [(d["permission"], d["resource"]) for d in out.results["denials"]] == [
-        (READ, str(target))
+    line = line_of(tmp_path, 'attempt("after"')
+    assert [(d["permission"], d["resource"], d["where"]) for d in out.results["denials"]] == [
+        (READ, str(target), f"{tmp_path / 'snippet.py'}:{line}")
     ]
