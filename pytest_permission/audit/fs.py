@@ -5,9 +5,9 @@ A path is checked as the kernel will follow it: made absolute as written
 resolved through links; the error names the lexical path, as Node's does.
 
 Two caches keep this cheap. Decisions for ``open`` are kept per (path,
-flags), so a repeated open costs one dict look-up; the real
-path of each folder is kept, so a new file costs one ``lstat`` instead of
-``realpath``'s one per component. Both are cleared by every event that can
+flags), so a repeated open costs one dict look-up; the real path of each
+folder is kept, so a new file costs one ``lstat`` instead of ``realpath``'s
+one per component. Both are cleared by every event that can
 change what a path resolves to (rename, remove, link, symlink, chdir, a
 child process), by ``drop()`` and in a forked child. A link swapped by C
 code or by another process in between is the residual risk the kernel
@@ -104,7 +104,7 @@ def install(guard: Guard) -> dict[str, Handler]:
     """The fs handlers; ``open`` is registered here, non-exclusive, for its fast path."""
     cache: dict[object, set[int]] = {}  # path -> open flags known to be allowed
     resolve = _Resolver()
-    dir_fd = _DirFd()
+    open_dir_fd = _DirFd()
     in_dir_fd_open: set[int] = set()  # threads inside os.open(..., dir_fd=...)
 
     def forget() -> None:
@@ -146,7 +146,7 @@ def install(guard: Guard) -> dict[str, Handler]:
         path, _mode, flags = args
         if isinstance(path, int):
             return  # wrapping a descriptor opened earlier
-        base = dir_fd.value if in_dir_fd_open else None
+        base = open_dir_fd.value if in_dir_fd_open else None
         want_read, want_write = needs(flags)
         if want_write:
             write(path, base)
@@ -227,7 +227,7 @@ def install(guard: Guard) -> dict[str, Handler]:
         if access == _ACCESS_WRITE or (access == _ACCESS_DEFAULT and _writable(fileno)):
             write(fileno)  # a shared mapping of a writable descriptor writes the file
 
-    _wrap_open_dir_fd(dir_fd, in_dir_fd_open)
+    _wrap_open_dir_fd(open_dir_fd, in_dir_fd_open)
     return {
         "os.listdir": on_listing,
         "os.scandir": on_listing,
