@@ -47,13 +47,15 @@ class ChildRole:
         self.warnings: list[dict[str, Any]] = []
         self.output = _Output(item)
         self.coverage = coverage_relay.capture()
-        startup.export(plan.policy, plan.implicit)
+        if not plan.observe:  # an audit enforces nothing, in subprocesses neither
+            startup.export(plan.policy, plan.implicit)
         read, write = tools.prepare()
         self.guard = audit.install(
             plan.policy, implicit=plan.implicit, observe=plan.observe,
             extra_read=read, extra_write=write,
         )
-        startup.propagate(self.guard)
+        if not plan.observe:
+            startup.propagate(self.guard)
 
     def run(self, runtest: Callable[[], object]) -> None:
         """Run the test body under the plan, send the outcome, and exit."""

@@ -330,3 +330,32 @@ def test_an_observing_guard_lets_everything_happen_and_records_each_access_once(
     assert ("Env", "SEEN", False) in denials  # observing checks against nothing granted
     assert ("WorkerThreads", "builtins.len", True) in denials
     assert len(denials) == len(set(denials))
+
+
+def test_python_subprocesses_of_an_audited_test_are_not_restricted(
+    pytester: pytest.Pytester,
+) -> None:
+    """Subprocesses inherit a restricted test's policy; an audited test's enforce nothing."""
+    pytester.makepyfile(
+        """
+        import os, subprocess, sys
+        import pytest
+
+        DATA = os.path.join(os.path.dirname(__file__), "data.txt")
+
+        @pytest.mark.permission(child=True)
+        def test_spawns_a_reader():
+            out = subprocess.run(
+                [sys.executable, "-c", "import sys; print(open(sys.argv[1]).read())", DATA],
+                capture_output=True, text=True,
+            )
+            assert out.returncode == 0, out.stderr
+            assert out.stdout == "data\\n"
+        """
+    )
+    pytester.makefile(".txt", data="data")
+    result = pytester.runpytest_subprocess("--permission-audit")
+    result.assert_outcomes(passed=1)
+    restricted = pytester.runpytest_subprocess()  # the marker alone: the reader is refused
+    restricted.assert_outcomes(failed=1)
+    restricted.stdout.fnmatch_lines(["*Access to this API has been restricted*data.txt*"])
