@@ -26,7 +26,7 @@ from typing import Any
 
 import pytest
 
-from pytest_permission import audit, coverage_relay, fork, startup, tools
+from pytest_permission import audit, coverage_relay, fork, kernel, startup, tools
 from pytest_permission.errors import Denial
 from pytest_permission.plan import Plan
 
@@ -50,10 +50,16 @@ class ChildRole:
         if not plan.observe:  # an audit enforces nothing, in subprocesses neither
             startup.export(plan.policy, plan.implicit)
         read, write = tools.prepare()
+        try:  # before the audit layer, which would refuse its ctypes calls
+            kernel.apply(plan, read=[*read, str(item.path)], write=write)
+        except kernel.KernelError as exc:
+            fork.send(writer, {"error": str(exc)})
+            os._exit(1)
         self.guard = audit.install(
             plan.policy, implicit=plan.implicit, observe=plan.observe,
             extra_read=read, extra_write=write,
         )
+        kernel.follow(self.guard)
         if not plan.observe:
             startup.propagate(self.guard)
 
@@ -125,6 +131,10 @@ class ChildRole:
         call = pytest.CallInfo.from_call(again, when="call")
         call.start = start
         report = pytest.TestReport.from_item_and_call(self.item, call)
+        hint = kernel.explain(failure)
+        addsection = getattr(report.longrepr, "addsection", None)
+        if hint is not None and addsection is not None:
+            addsection("permission", hint)
         config = self.item.config
         data: dict[str, Any] = config.hook.pytest_report_to_serializable(
             config=config, report=report

@@ -18,3 +18,5 @@ class Plan:
     observe: bool = False
     """Audit and baseline modes: record every access beyond the implicit grants
     and enforce nothing (the kernel layer stays off, it could only refuse)."""
+    kernel: str = "off"
+    """``--permission-kernel``: ``auto``, ``require`` or ``off`` (see :mod:`.kernel`)."""
