@@ -384,6 +384,9 @@ def test_hypothesis_given_under_a_marker_saves_examples_without_denials(
         """
     )
     monkeypatch.delenv("PY_COLORS", raising=False)  # read while reporting; hidden, so a denial
+    # hypothesis imports modules lazily, and pytest's assertion rewriter then
+    # writes their bytecode in site-packages: no concern of this test
+    monkeypatch.setenv("PYTHONDONTWRITEBYTECODE", "1")
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
     result.assert_outcomes(passed=1, failed=1)
     result.stdout.fnmatch_lines(["*assert 10 < 10*", "*: test_fails(*"])  # "Falsifying example"
