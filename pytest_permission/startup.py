@@ -8,8 +8,8 @@ package; the ``.pth`` line costs one dictionary look-up when the variable is
 absent) and calls :func:`enforce_inherited_policy`, which installs the
 audit layer with that policy before any user code runs — as Node passes
 ``--permission`` to its children in ``NODE_OPTIONS``.
-A subprocess started with an explicit ``env=`` mapping gets the variable
-added to it, with the policy as it is at that moment (after any ``drop()``).
+Each new process gets the policy as it is when it starts (after any
+``drop()``): in its explicit ``env=`` mapping, or else in the environment.
 """
 
 from __future__ import annotations
@@ -50,11 +50,13 @@ def propagate(guard: Guard) -> None:
     def handler(index: int) -> Handler:
         def add_policy(args: tuple[Any, ...]) -> None:
             env = args[index] if len(args) > index else None
-            if isinstance(env, MutableMapping):
+            text = encode(guard.policy, guard.implicit.enabled)
+            if env is None:  # the process environment: the guard ignores its own putenv
+                os.putenv(VARIABLE, text)
+            elif isinstance(env, MutableMapping):
                 key: str | bytes = VARIABLE
                 if any(isinstance(k, bytes) for k in env):
                     key = os.fsencode(VARIABLE)
-                text = encode(guard.policy, guard.implicit.enabled)
                 env[key] = os.fsencode(text) if isinstance(key, bytes) else text
 
         return add_policy
