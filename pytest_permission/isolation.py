@@ -134,8 +134,8 @@ def _relay(item: pytest.Item, message: dict[str, Any]) -> None:
     for name in ("stdout", "stderr"):
         if message.get(name):
             getattr(sys, name).write(message[name])
-    if message.get("log"):
-        plugin = item.config.pluginmanager.get_plugin("logging-plugin")
+    plugin = item.config.pluginmanager.get_plugin("logging-plugin")
+    if message.get("log") and plugin is not None:  # the child only sends it if it exists
         plugin.report_handler.stream.write(message["log"])
     for record in message.get("warnings", ()):
         _reissue(record)
