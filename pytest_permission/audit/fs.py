@@ -40,6 +40,20 @@ _ACCESS_DEFAULT = 0  # mmap.ACCESS_DEFAULT, without importing mmap
 _ACCESS_WRITE = 2  # mmap.ACCESS_WRITE
 
 
+def _skip_bytecode_cache(full: str) -> None:
+    """Refuse a bytecode-cache access quietly: its writers ignore the failure.
+
+    The writers are the import system and pytest's assertion rewriter (which
+    writes its own ``.pyc`` through a temporary file and a rename).
+    """
+    if _PYCACHE not in full:
+        return
+    caller = caller_file()
+    rewrite = sys.modules.get("_pytest.assertion.rewrite")
+    if caller.startswith(_IMPORT_SYSTEM) or caller == getattr(rewrite, "__file__", None):
+        raise PermissionError(errno.EACCES, "bytecode cache writes are skipped", full)
+
+
 class _DirFd(threading.local):
     """The ``dir_fd`` of the ``os.open`` call under way in this thread."""
 
@@ -117,15 +131,15 @@ def install(guard: Guard) -> dict[str, Handler]:
 
     def read(path: object, dir_fd: int | None = None) -> None:
         if not guard.path_granted(READ, _raw(path, dir_fd), resolve):
-            guard.deny(READ, absolute(path, dir_fd))
+            full = absolute(path, dir_fd)
+            _skip_bytecode_cache(full)
+            guard.deny(READ, full)
 
     def write(path: object, dir_fd: int | None = None) -> None:
         if guard.path_granted(WRITE, _raw(path, dir_fd), resolve):
             return
         full = absolute(path, dir_fd)
-        if _PYCACHE in full and caller_file().startswith(_IMPORT_SYSTEM):
-            # The import system ignores a failed cache write: nothing to report.
-            raise PermissionError(errno.EACCES, "bytecode cache writes are skipped", full)
+        _skip_bytecode_cache(full)
         guard.deny(WRITE, full)
 
     def both(path: object, dir_fd: int | None = None) -> None:
