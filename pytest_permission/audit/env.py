@@ -15,7 +15,8 @@ three cases apart:
   ``AccessDenied``, through ``os.environ`` or ``os.putenv``/``os.unsetenv``.
 
 With implicit grants on, ``PATH``, ``HOME``, ``TMPDIR``, ``TZ``, ``LANG``,
-``LC_*``, ``TERM`` and ``PYTHON*`` stay visible. ``PYTEST_CURRENT_TEST``
+``LC_*``, ``TERM``, ``PYTHON*`` and the colour switches ``PY_COLORS``,
+``NO_COLOR``, ``FORCE_COLOR`` stay visible. ``PYTEST_CURRENT_TEST``
 always does: pytest sets and removes it around each phase, in the child too,
 so like the plugin's own files it is granted even with ``implicit=False``.
 ``/proc/self/environ`` still shows the environment the process started
@@ -38,9 +39,15 @@ from pytest_permission.policy import NameRule
 from pytest_permission.scopes import ENV
 
 IMPLICIT = tuple(
-    NameRule(name) for name in ("PATH", "HOME", "TMPDIR", "TZ", "LANG", "LC_*", "TERM", "PYTHON*")
+    NameRule(name)
+    for name in (
+        "PATH", "HOME", "TMPDIR", "TZ", "LANG", "LC_*", "TERM", "PYTHON*",
+        "PY_COLORS", "NO_COLOR", "FORCE_COLOR",
+    )
 )
-"""Variables granted while implicit grants are on (spec section 3)."""
+"""Variables granted while implicit grants are on (spec section 3), plus the
+colour switches pytest (and hypothesis, reporting a failure) read on the
+test's behalf."""
 
 PYTEST_OWN = NameRule("PYTEST_CURRENT_TEST")
 """Set by pytest itself around every phase, so granted even with ``implicit=False``."""
