@@ -38,7 +38,9 @@ if TYPE_CHECKING:
     from pytest_permission.kernel.landlock import Rules
     from pytest_permission.kernel.seccomp import Denied
 
-__all__ = ["KernelError", "Support", "apply", "describe", "explain", "follow", "support"]
+__all__ = [
+    "KernelError", "Support", "apply", "describe", "explain", "follow", "prepare", "support",
+]
 
 SYSTEM_PROGRAMS = (
     "/bin", "/sbin", "/usr", "/lib", "/lib32", "/lib64", "/libx32",
@@ -92,6 +94,18 @@ def describe(mode: str) -> str:
 
 
 _active: _Kernel | None = None
+_code: dict[tuple[tuple[str, ...], int], list[str]] = {}
+"""The folders code is imported from, for one state of ``sys.path``/``sys.modules``."""
+
+
+def prepare(plan: Plan) -> None:
+    """In the pytest process, before the fork: the work :func:`apply` need not redo.
+
+    Walking ``sys.modules`` in the child would cost milliseconds per test,
+    most of it copying the pages each module object lives on.
+    """
+    if plan.kernel != "off" and plan.implicit and support().landlock:
+        _code_roots()
 
 
 def apply(plan: Plan, *, read: Sequence[str] = (), write: Sequence[str] = ()) -> list[str]:
@@ -186,11 +200,15 @@ def _below(roots: Iterable[str], found: Iterable[str]) -> list[str]:
 
 
 def _code_roots() -> list[str]:
-    """``sys.path`` and loaded packages: where the interpreter imports from."""
-    found = [p or os.getcwd() for p in sys.path if isinstance(p, str)]
-    for module in list(sys.modules.values()):
-        found += [p for p in getattr(module, "__path__", None) or () if isinstance(p, str)]
-    return found
+    """``sys.path`` and loaded packages, outside the installation: where code is imported from."""
+    key = (tuple(p for p in sys.path if isinstance(p, str)), len(sys.modules))
+    if key not in _code:
+        found = [p or os.getcwd() for p in key[0]]
+        for module in list(sys.modules.values()):
+            found += [p for p in getattr(module, "__path__", None) or () if isinstance(p, str)]
+        _code.clear()
+        _code[key] = _below(implicit.installation(), found)
+    return _code[key]
 
 
 class _Kernel:
@@ -205,11 +223,10 @@ class _Kernel:
         self.arch = seccomp.ARCHES[libc.MACHINE] if offered.seccomp else None
         self.denied: Denied | None = None
         self.implicit = implicit_grants
-        installation = implicit.installation()
-        self.own = [*installation, *OWN, *_anchors(read)]
+        self.own = [*implicit.installation(), *OWN, *_anchors(read)]
         """Read whatever the policy: the plugin finishes the report after the test."""
         self.own_write = _anchors(write)
-        self.code = _below(installation, _code_roots()) if implicit_grants else []
+        self.code = _code_roots() if implicit_grants else []
 
     def enforce(self, policy: Policy) -> None:
         """Make the kernel allow no more than ``policy``: a layer or filter where it changed."""
