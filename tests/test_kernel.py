@@ -6,7 +6,6 @@ inner pytest session (``pytester``), where the plugin forks as usual.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
@@ -28,9 +27,6 @@ def test_support_reports_the_running_kernel() -> None:
 
 
 ALL_LAYERS = f"audit, landlock ABI {kernel.support().landlock}, seccomp"
-AUDIT_ALONE_STOPS = 2 + (sys.version_info >= (3, 12))
-"""Bypass tests the audit layer stops too: dir_fd escapes, sub-interpreters, and
-raw thread starts where every thread start raises an audit event (3.12+)."""
 
 
 @pytest.mark.parametrize(
@@ -273,17 +269,17 @@ def test_seccomp_kills_a_foreign_system_call_convention(pytester: pytest.Pyteste
     result.stdout.fnmatch_lines(["*killed by signal 31 (SIGSYS)*"])
 
 
-@pytest.mark.parametrize(
-    ("mode", "outcomes"),
-    [
-        ("off", {"passed": AUDIT_ALONE_STOPS, "xfailed": 14 - AUDIT_ALONE_STOPS}),
-        ("require", {"passed": 14}),
-    ],
-)
-def test_bypass_module_under_each_mode(
-    pytester: pytest.Pytester, mode: str, outcomes: dict[str, int]
-) -> None:
-    """The README's table: what the audit layer alone lets through (xfail under ``off``)."""
+@pytest.mark.parametrize("mode", ["off", "require"])
+def test_bypass_module_under_each_mode(pytester: pytest.Pytester, mode: str) -> None:
+    """The README's table: what the audit layer alone lets through.
+
+    Under ``off`` each test marked so must fail (strict xfail: an unexpected
+    pass fails the run) and each other test pass; under ``require`` all pass.
+    """
     pytester.makepyfile(test_bypass_copy=BYPASS_MODULE.read_text())  # own name: no clash
     result = pytester.runpytest(f"--permission-kernel={mode}")
-    result.assert_outcomes(**outcomes)
+    outcomes = result.parseoutcomes()
+    assert "failed" not in outcomes and "errors" not in outcomes, result.stdout.str()
+    assert outcomes.get("passed", 0) + outcomes.get("xfailed", 0) == 14
+    assert outcomes.get("passed", 0) == 14 or mode == "off"
+    assert outcomes.get("xfailed", 0) >= 10 or mode != "off"

@@ -17,6 +17,7 @@ import errno
 import multiprocessing.util
 import os
 import select
+import site
 import socket
 import struct
 import subprocess
@@ -35,6 +36,11 @@ RAW_START_THREAD = _thread.start_new_thread
 SPAWNV_PASSFDS = multiprocessing.util.spawnv_passfds
 """Bound at import likewise: it calls ``_posixsubprocess.fork_exec`` directly."""
 O_WRONLY_CREAT = os.O_WRONLY | os.O_CREAT
+STARTUP_HOOK = any(
+    os.path.exists(os.path.join(folder, "pytest_permission_startup.pth"))
+    for folder in site.getsitepackages()
+)
+"""Whether new interpreters (subprocesses, sub-interpreters) install the audit layer."""
 SECRET = "the secret outside the grants"
 
 
@@ -117,9 +123,13 @@ def test_ctypes_system(outside: Path) -> None:
     assert not marker.exists()
 
 
+@pytest.mark.xfail(
+    "kernel_off(config) and not STARTUP_HOOK", strict=True,
+    reason="audit hooks belong to one interpreter; only the installed .pth hook adds them "
+    "to a new one",
+)
 @pytest.mark.permission(worker=True)
 def test_subinterpreter_running_os_system(outside: Path) -> None:
-    """Audit hooks belong to one interpreter; the ``.pth`` hook installs them in a new one."""
     interpreters = pytest.importorskip(
         "_interpreters" if sys.version_info >= (3, 13) else "_xxsubinterpreters"
     )
