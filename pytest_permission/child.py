@@ -15,6 +15,7 @@ with ``os._exit`` so no atexit handler of the parent's runs twice.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import signal
@@ -181,10 +182,8 @@ class _Output:
             if start is not None and hasattr(stream, "getvalue"):
                 out[name] = stream.getvalue()[start:]
             else:
-                try:
+                with contextlib.suppress(Exception):
                     stream.flush()
-                except Exception:
-                    pass
         if self.log is not None:
             out["log"] = self.log.getvalue()[self.log_start :]
         return out
