@@ -9,6 +9,7 @@ leaked descriptor, no hang on a wedged child.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import pickle
 import select
@@ -17,6 +18,7 @@ import struct
 import sys
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,6 +67,7 @@ def fork() -> tuple[Child | None, int | None]:
     """
     reader, writer = os.pipe()
     parent = os.getpid()
+    _prctl()  # looked up here, so the child only calls it
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r".*fork\(\) may lead to deadlocks")
         pid = os.fork()
@@ -76,17 +79,27 @@ def fork() -> tuple[Child | None, int | None]:
     return Child(pid, reader), None
 
 
+@functools.cache
+def _prctl() -> Callable[..., int] | None:
+    """libc's ``prctl``, looked up once in the parent (not in every child)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    prctl: Callable[..., int] = ctypes.CDLL(None, use_errno=True).prctl
+    return prctl
+
+
 def _die_with(parent: int) -> None:
     """Linux: be killed when the parent dies, however it dies.
 
     A parent that ends without reaping (pytest-timeout's thread method calls
     ``os._exit``, ``kill -9``) would otherwise leave a wedged child running.
     """
-    if not sys.platform.startswith("linux"):
+    prctl = _prctl()
+    if prctl is None:
         return
-    import ctypes
-
-    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() != parent:  # it died before prctl took effect
         os._exit(1)
 
