@@ -70,9 +70,13 @@ the plugin made before enforcement began, and only for those calls.
 
 def install(guard: Guard) -> dict[str, Handler]:
     interpreter = interpreter_files()
+    try:
+        ffi = _ffi(guard, interpreter)
+    except ImportError:  # no ctypes here (a sub-interpreter on 3.12): nothing to call through
+        ffi = {}
     return {
         **_addon(guard, interpreter),
-        **_ffi(guard, interpreter),
+        **ffi,
         **_inspector(guard),
     }
 
