@@ -23,6 +23,7 @@ import sys
 import time
 import warnings
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -38,27 +39,52 @@ class SwallowedDenialWarning(pytest.PytestWarning):
     """The code under test caught an ``AccessDenied`` and went on."""
 
 
+@dataclass(frozen=True)
+class Prepared:
+    """Everything the child needs that can be computed before the fork.
+
+    Built in the pytest process: whatever the child computes it pays for
+    twice, once in work and once in the pages it copies from its parent.
+    """
+
+    guard: audit.Guard
+    kernel: kernel.Prepared | None
+    exported: str | None
+    """The policy for Python subprocesses; ``None`` in an audit (nothing to enforce)."""
+
+
+def prepare(item: pytest.Item, plan: Plan) -> Prepared:
+    """In the parent, before the fork: the child's guard, kernel rules, exported policy."""
+    read, write = tools.paths()
+    guard = audit.guard_for(
+        plan.policy, implicit=plan.implicit, observe=plan.observe,
+        extra_read=read, extra_write=write,
+    )
+    layer = kernel.prepare(plan, read=[*read, str(item.path)], write=write)
+    exported = None if plan.observe else startup.encode(plan.policy, plan.implicit)
+    return Prepared(guard, layer, exported)
+
+
 class ChildRole:
     """Enforces a plan in the forked child and reports the body's outcome."""
 
-    def __init__(self, item: pytest.Item, plan: Plan, writer: int) -> None:
+    def __init__(self, item: pytest.Item, plan: Plan, writer: int, prepared: Prepared) -> None:
         self.item = item
         self.plan = plan
         self.writer = writer
         self.warnings: list[dict[str, Any]] = []
         self.output = _Output(item)
         self.coverage = coverage_relay.capture()
-        if not plan.observe:  # an audit enforces nothing, in subprocesses neither
-            startup.export(plan.policy, plan.implicit)
-        read, write = tools.prepare()
+        if prepared.exported is not None:  # an audit enforces nothing, in subprocesses neither
+            startup.export(prepared.exported)
+        tools.prepare()
         try:  # before the audit layer, which would refuse its ctypes calls
-            kernel.apply(plan, read=[*read, str(item.path)], write=write)
+            kernel.apply(prepared.kernel)
         except kernel.KernelError as exc:
             fork.send(writer, {"error": str(exc)})
             os._exit(1)
         self.guard = audit.install(
-            plan.policy, implicit=plan.implicit, observe=plan.observe,
-            extra_read=read, extra_write=write,
+            plan.policy, implicit=plan.implicit, observe=plan.observe, prepared=prepared.guard
         )
         kernel.follow(self.guard)
         if not plan.observe:

@@ -27,6 +27,7 @@ from typing import Any
 
 import pytest
 
+from pytest_permission import child as child_role
 from pytest_permission import coverage_relay, fork
 from pytest_permission.child import ChildRole
 from pytest_permission.errors import Denial
@@ -99,11 +100,12 @@ def _forked(item: pytest.Item, plan: Plan, runtest: Callable[[], object]) -> Non
     """``item.runtest`` for an isolated test, in the parent."""
     for stream in (sys.stdout, sys.stderr):
         stream.flush()  # nothing buffered may be written twice
+    prepared = child_role.prepare(item, plan)
     child, writer = fork.fork()
     if child is None:
         assert writer is not None
         try:
-            ChildRole(item, plan, writer).run(runtest)  # leaves with os._exit
+            ChildRole(item, plan, writer, prepared).run(runtest)  # leaves with os._exit
         finally:  # whatever escapes, the child must never go on with the session
             os._exit(CHILD_FAILED)
     assert child is not None

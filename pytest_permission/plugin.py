@@ -109,7 +109,6 @@ def pytest_runtest_setup(item: pytest.Item) -> Generator[None, None, None]:
     plan = plan_for(item)
     if plan is not None:
         item.stash[isolation.PLAN] = plan
-        kernel.prepare(plan)
 
 
 def plan_for(item: pytest.Item) -> Plan | None:

@@ -39,9 +39,9 @@ def decode(text: str) -> tuple[Policy, bool]:
     return Policy.from_keywords(data["grants"]), bool(data["implicit"])
 
 
-def export(policy: Policy, implicit: bool) -> None:
-    """Before enforcement starts: pass the policy to every future subprocess."""
-    os.environ[VARIABLE] = encode(policy, implicit)
+def export(text: str) -> None:
+    """Before enforcement starts: pass the policy (:func:`encode`) to every future subprocess."""
+    os.environ[VARIABLE] = text
 
 
 def propagate(guard: Guard) -> None:

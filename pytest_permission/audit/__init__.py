@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pytest_permission.audit.guard import Guard
 from pytest_permission.policy import Policy
 
-__all__ = ["Guard", "active", "install", "prepare"]
+__all__ = ["Guard", "active", "guard_for", "install", "prepare"]
 
 _active: Guard | None = None
 
@@ -39,7 +39,7 @@ def prepare() -> None:
     process.preload()
 
 
-def install(
+def guard_for(
     policy: Policy,
     *,
     implicit: bool = True,
@@ -47,7 +47,27 @@ def install(
     extra_write: Sequence[str] = (),
     observe: bool = False,
 ) -> Guard:
+    """The guard :func:`install` would use, built without installing anything."""
+    return Guard(
+        policy, implicit=implicit, extra_read=extra_read, extra_write=extra_write,
+        observe=observe,
+    )
+
+
+def install(
+    policy: Policy,
+    *,
+    implicit: bool = True,
+    extra_read: Sequence[str] = (),
+    extra_write: Sequence[str] = (),
+    observe: bool = False,
+    prepared: Guard | None = None,
+) -> Guard:
     """Enforce ``policy`` in this process from now on, for good.
+
+    ``prepared`` is the guard for exactly these arguments, built ahead
+    (:func:`guard_for`) in the pytest process, so a forked child only
+    registers and activates it.
 
     ``extra_read``/``extra_write`` are paths the caller itself needs (the
     plugin's report pipe, coverage data); they are granted even with
@@ -59,7 +79,7 @@ def install(
         raise RuntimeError("enforcement is already installed in this process")
     from pytest_permission.audit import env, fs, net, process, runtime
 
-    guard = Guard(
+    guard = prepared or guard_for(
         policy, implicit=implicit, extra_read=extra_read, extra_write=extra_write,
         observe=observe,
     )

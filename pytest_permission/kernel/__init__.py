@@ -98,42 +98,57 @@ _code: dict[tuple[tuple[str, ...], int], list[str]] = {}
 """The folders code is imported from, for one state of ``sys.path``/``sys.modules``."""
 
 
-def prepare(plan: Plan) -> None:
-    """In the pytest process, before the fork: the work :func:`apply` need not redo.
+@dataclass(frozen=True)
+class Prepared:
+    """The kernel layer of one test, computed in the pytest process before the fork.
 
-    Walking ``sys.modules`` in the child would cost milliseconds per test,
-    most of it copying the pages each module object lives on.
+    Rules, paths and the BPF program are built there, so the child only
+    makes the system calls: everything it computes, it pays for again in
+    copied pages.
     """
-    if plan.kernel != "off" and plan.implicit and support().landlock:
-        _code_roots()
+
+    kernel: _Kernel
+    step: _Step
 
 
-def apply(plan: Plan, *, read: Sequence[str] = (), write: Sequence[str] = ()) -> list[str]:
-    """Enforce ``plan`` in the kernel from now on; the names of the layers added.
+def prepare(
+    plan: Plan, *, read: Sequence[str] = (), write: Sequence[str] = ()
+) -> Prepared | None:
+    """What :func:`apply` will enforce for ``plan``; ``None`` where nothing applies.
 
     ``read``/``write`` are grants (paths, ``*`` prefixes) for what the plugin
     and the tools beside the test use on its behalf, whatever the policy.
-    Call it before the audit layer and before any thread: Landlock restricts
-    the calling thread and what it starts.
     """
-    global _active
     if plan.kernel == "off":
-        return []
+        return None
     offered = support()
     if plan.kernel == "require" and offered.missing:
         raise KernelError("the kernel layer is required but " + "; ".join(offered.missing))
     if not offered.layers():
+        return None
+    kernel = _Kernel(offered, plan.implicit, read, write)
+    return Prepared(kernel, kernel.step(plan.policy))
+
+
+def apply(prepared: Prepared | None) -> list[str]:
+    """Enforce a prepared kernel layer from now on; the names of the layers added.
+
+    Call it in the child, before the audit layer and before any thread:
+    Landlock restricts the calling thread and what it starts.
+    """
+    global _active
+    if prepared is None:
         return []
     from pytest_permission.kernel import libc, seccomp
 
-    kernel = _Kernel(offered, plan.implicit, read, write)
+    kernel = prepared.kernel
     try:
         libc.prctl(seccomp.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
-        kernel.enforce(plan.policy)
+        kernel.take(prepared.step)
     except OSError as exc:
         raise KernelError(f"the kernel layer could not be applied: {exc}") from exc
     _active = kernel
-    return offered.layers()
+    return kernel.offered.layers()
 
 
 def follow(guard: Guard) -> None:
@@ -211,6 +226,13 @@ def _code_roots() -> list[str]:
     return _code[key]
 
 
+@dataclass(frozen=True)
+class _Step:
+    rules: Rules | None
+    denied: Denied | None
+    program: bytes | None
+
+
 class _Kernel:
     """The kernel layer of this process: what it allows now, and how to narrow it."""
 
@@ -219,6 +241,7 @@ class _Kernel:
     ) -> None:
         from pytest_permission.kernel import landlock, libc, seccomp
 
+        self.offered = offered
         self.landlock = landlock.Landlock(offered.landlock) if offered.landlock else None
         self.arch = seccomp.ARCHES[libc.MACHINE] if offered.seccomp else None
         self.denied: Denied | None = None
@@ -230,21 +253,32 @@ class _Kernel:
 
     def enforce(self, policy: Policy) -> None:
         """Make the kernel allow no more than ``policy``: a layer or filter where it changed."""
+        self.take(self.step(policy))
+
+    def step(self, policy: Policy) -> _Step:
+        """What enforcing ``policy`` takes, computed without a system call."""
         from pytest_permission.kernel import seccomp
 
-        if self.landlock is not None:
-            rules = self.rules(policy)
-            if rules != self.landlock.rules:
-                self.landlock.restrict(rules)
-        if self.arch is not None:
-            denied = seccomp.Denied(
-                child=not policy.has("child"),
-                worker=not policy.has("worker"),
-                net=not _inet(policy),
-            )
-            if denied != self.denied:
-                seccomp.install(seccomp.program(self.arch, denied))
-                self.denied = denied
+        rules = self.rules(policy) if self.landlock is not None else None
+        if self.arch is None:
+            return _Step(rules, None, None)
+        denied = seccomp.Denied(
+            child=not policy.has("child"),
+            worker=not policy.has("worker"),
+            net=not _inet(policy),
+        )
+        return _Step(rules, denied, seccomp.program(self.arch, denied))
+
+    def take(self, step: _Step) -> None:
+        """Make the system calls ``step`` needs: a layer or filter where it changed."""
+        from pytest_permission.kernel import seccomp
+
+        landlock = self.landlock
+        if landlock is not None and step.rules is not None and step.rules != landlock.rules:
+            landlock.restrict(step.rules)
+        if step.program is not None and step.denied != self.denied:
+            seccomp.install(step.program)
+            self.denied = step.denied
 
     def rules(self, policy: Policy) -> Rules:
         """The Landlock layer for ``policy``, its implicit grants and the plugin's needs."""
