@@ -122,7 +122,7 @@ class ChildRole:
         swallowed = self.swallowed(failure)
         if not swallowed:
             return
-        lines = "\n".join(f"  {d.permission} {d.resource} at {d.where}" for d in swallowed)
+        lines = "\n".join(f"  {d.line()}" for d in swallowed)
         text = f"the code under test swallowed {len(swallowed)} access denial(s):\n{lines}"
         if self.plan.strict and failure is None:
             pytest.fail(f"{text}\n(strict: swallowed denials fail the test)", pytrace=False)

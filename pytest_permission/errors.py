@@ -63,6 +63,10 @@ class Denial:
     raised: bool = True
     """False when the access was hidden rather than refused (env reads)."""
 
+    def line(self) -> str:
+        """The one-line form every report shows: permission, resource, place."""
+        return f"{self.permission} {self.resource} at {self.where}"
+
     def to_dict(self) -> dict[str, object]:
         return {
             "permission": self.permission,

@@ -181,7 +181,4 @@ def _record_denials(item: pytest.Item, denials: list[dict[str, object]]) -> None
     """Keep the child's denials for the call report and the JUnit properties."""
     item.stash[_DENIED] = denials
     for data in denials:
-        denial = Denial.from_dict(data)
-        item.user_properties.append(
-            (JUNIT_PROPERTY, f"{denial.permission} {denial.resource} at {denial.where}")
-        )
+        item.user_properties.append((JUNIT_PROPERTY, Denial.from_dict(data).line()))

@@ -30,6 +30,4 @@ class DenialSummary:
         for nodeid, denials in self.found.items():
             terminalreporter.write_line(nodeid)
             for denial in denials:
-                terminalreporter.write_line(
-                    f"  {denial.permission} {denial.resource} at {denial.where}"
-                )
+                terminalreporter.write_line(f"  {denial.line()}")
