@@ -139,22 +139,25 @@ def test_implicit_variables_stay_visible_unless_implicit_is_off(enforced: Any) -
         attempt("path", lambda: os.environ.get("PATH") == PATH)
         attempt("lc", lambda: os.environ.get("LC_TEST_PERMISSION"))
         attempt("python", lambda: os.environ.get("PYTHONTESTPERMISSION"))
+        attempt("ci", lambda: os.environ.get("CI"))
         def pytest_sets():
             os.environ["PYTEST_CURRENT_TEST"] = "t.py::t (call)"
             return os.environ["PYTEST_CURRENT_TEST"]
         attempt("pytest", pytest_sets)
         """
     setup = "import os\nPATH = os.environ['PATH']\n"
-    env = environment(LC_TEST_PERMISSION="C", PYTHONTESTPERMISSION="1")
+    env = environment(LC_TEST_PERMISSION="C", PYTHONTESTPERMISSION="1", CI="true")
     on = enforced(code, setup=setup, env=env)
     assert on["path"] == {"denied": False, "value": "True"}
     assert on["lc"] == {"denied": False, "value": "'C'"}
     assert on["python"] == {"denied": False, "value": "'1'"}
+    assert on["ci"] == {"denied": False, "value": "'true'"}
     assert on["pytest"] == {"denied": False, "value": "'t.py::t (call)'"}
     off = enforced(code, setup=setup, env=env, implicit=False)
     assert off["path"] == {"denied": False, "value": "False"}
     assert off["lc"] == {"denied": False, "value": "None"}
     assert off["python"] == {"denied": False, "value": "None"}
+    assert off["ci"] == {"denied": False, "value": "None"}
     # pytest itself sets this one around every phase: never hidden.
     assert off["pytest"] == {"denied": False, "value": "'t.py::t (call)'"}
 

@@ -383,18 +383,19 @@ def test_hypothesis_given_under_a_marker_saves_examples_without_denials(
             assert n < 10
         """
     )
-    monkeypatch.delenv("PY_COLORS", raising=False)  # read while reporting; hidden, so a denial
     # hypothesis imports modules lazily, and pytest's assertion rewriter then
     # writes their bytecode in site-packages: no concern of this test
     monkeypatch.setenv("PYTHONDONTWRITEBYTECODE", "1")
-    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    # on CI hypothesis loads its "ci" profile, which keeps no example database
+    options = ("-p", "no:cacheprovider", "--hypothesis-profile=default")
+    result = pytester.runpytest_subprocess(*options)
     result.assert_outcomes(passed=1, failed=1)
     result.stdout.fnmatch_lines(["*assert 10 < 10*", "*: test_fails(*"])  # "Falsifying example"
     result.stdout.no_fnmatch_line("*SwallowedDenialWarning*")
     result.stdout.no_fnmatch_line("*FileSystemWrite*")
     result.stdout.no_fnmatch_line("*Inspector*")
     assert list((pytester.path / ".hypothesis" / "examples").iterdir())
-    again = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-k", "fails")
+    again = pytester.runpytest_subprocess(*options, "-k", "fails")
     again.stdout.fnmatch_lines(["*: test_fails(*", "*n=10,*"])
 
 

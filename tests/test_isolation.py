@@ -127,6 +127,28 @@ def test_output_capture_matches_an_unrestricted_run(pytester: pytest.Pytester) -
     result.stdout.fnmatch_lines(["*shown on failure*"])
 
 
+def test_failure_report_on_ci_matches_an_unrestricted_run(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # pytest reads CI while it explains a failed assert, in the child: the
+    # variable must be visible (no truncation on CI) and not count as a denial
+    pytester.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.permission()
+        def test_long_diff():
+            assert list(range(40)) == list(range(1, 41))
+        """
+    )
+    monkeypatch.setenv("CI", "true")
+    result = pytester.runpytest_subprocess()
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*Full diff:*"])
+    result.stdout.no_fnmatch_line("*truncated*")
+    result.stdout.no_fnmatch_line("*SwallowedDenialWarning*")
+
+
 def test_crashing_child_is_a_failed_test_and_the_session_goes_on(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(
         """

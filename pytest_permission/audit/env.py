@@ -15,8 +15,12 @@ three cases apart:
   ``AccessDenied``, through ``os.environ`` or ``os.putenv``/``os.unsetenv``.
 
 With implicit grants on, ``PATH``, ``HOME``, ``TMPDIR``, ``TZ``, ``LANG``,
-``LC_*``, ``TERM``, ``PYTHON*`` and the colour switches ``PY_COLORS``,
-``NO_COLOR``, ``FORCE_COLOR`` stay visible. ``PYTEST_CURRENT_TEST``
+``LC_*``, ``TERM``, ``PYTHON*``, the colour switches ``PY_COLORS``,
+``NO_COLOR``, ``FORCE_COLOR`` and the CI markers ``CI``, ``BUILD_NUMBER``
+stay visible: pytest reads the last five while it reports a failure in the
+child (colour, and whether to truncate an assertion explanation), and
+hiding them would both change the report and log a denial the test never
+made. ``PYTEST_CURRENT_TEST``
 always does: pytest sets and removes it around each phase, in the child too,
 so like the plugin's own files it is granted even with ``implicit=False``.
 ``/proc/self/environ`` still shows the environment the process started
@@ -42,12 +46,12 @@ IMPLICIT = tuple(
     NameRule(name)
     for name in (
         "PATH", "HOME", "TMPDIR", "TZ", "LANG", "LC_*", "TERM", "PYTHON*",
-        "PY_COLORS", "NO_COLOR", "FORCE_COLOR",
+        "PY_COLORS", "NO_COLOR", "FORCE_COLOR", "CI", "BUILD_NUMBER",
     )
 )
 """Variables granted while implicit grants are on (spec section 3), plus the
-colour switches pytest (and hypothesis, reporting a failure) read on the
-test's behalf."""
+colour switches and CI markers pytest (and hypothesis) read on the test's
+behalf while reporting a failure."""
 
 PYTEST_OWN = NameRule("PYTEST_CURRENT_TEST")
 """Set by pytest itself around every phase, so granted even with ``implicit=False``."""
