@@ -52,9 +52,22 @@ class Prepared:
     exported: str | None
     """The policy for Python subprocesses; ``None`` in an audit (nothing to enforce)."""
 
+    def __enter__(self) -> Prepared:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        """In the parent, after the fork: close its copies of what was opened for the child."""
+        if self.kernel is not None:
+            self.kernel.close()
+
 
 def prepare(item: pytest.Item, plan: Plan) -> Prepared:
-    """In the parent, before the fork: the child's guard, kernel rules, exported policy."""
+    """In the parent, before the fork: the child's guard, kernel rules, exported policy.
+
+    The audit layer's hooks are installed here too, switched off, once per
+    process (:func:`pytest_permission.audit.arm`): the child switches them on.
+    """
+    audit.arm()
     read, write = tools.paths()
     guard = audit.guard_for(
         plan.policy, implicit=plan.implicit, observe=plan.observe,

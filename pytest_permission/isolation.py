@@ -100,14 +100,14 @@ def _forked(item: pytest.Item, plan: Plan, runtest: Callable[[], object]) -> Non
     """``item.runtest`` for an isolated test, in the parent."""
     for stream in (sys.stdout, sys.stderr):
         stream.flush()  # nothing buffered may be written twice
-    prepared = child_role.prepare(item, plan)
-    child, writer = fork.fork()
-    if child is None:
-        assert writer is not None
-        try:
-            ChildRole(item, plan, writer, prepared).run(runtest)  # leaves with os._exit
-        finally:  # whatever escapes, the child must never go on with the session
-            os._exit(CHILD_FAILED)
+    with child_role.prepare(item, plan) as prepared:
+        child, writer = fork.fork()
+        if child is None:
+            assert writer is not None
+            try:
+                ChildRole(item, plan, writer, prepared).run(runtest)  # leaves with os._exit
+            finally:  # whatever escapes, the child must never go on with the session
+                os._exit(CHILD_FAILED)
     assert child is not None
     ended = fork.wait(child, plan.timeout)
     message = ended.message if isinstance(ended.message, dict) else {}

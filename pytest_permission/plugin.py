@@ -45,16 +45,9 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def _preload() -> None:
-    """Import once in the parent what every forked child would import again.
-
-    ``ctypes`` also has to be loaded unrestricted, so that ``import ctypes``
-    works in a test without ``ffi`` (its import opens the process's symbols).
-    """
+    """Load ``ctypes`` unrestricted, so that ``import ctypes`` works in a test without
+    ``ffi`` (its import opens the process's symbols)."""
     import ctypes  # noqa: F401
-
-    from pytest_permission import audit
-
-    audit.prepare()
 
 
 def _check_kernel(mode: str) -> None:

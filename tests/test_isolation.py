@@ -33,6 +33,48 @@ def test_marked_test_runs_in_a_child_with_its_policy(pytester: pytest.Pytester) 
     result.assert_outcomes(passed=2)
 
 
+def test_unrestricted_tests_after_a_restricted_one_are_unaffected(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The first restricted test arms the audit layer's hooks in the pytest
+    # process, switched off: everything after it must behave as before.
+    pytester.makepyfile(
+        """
+        import ctypes, os, socket, subprocess, sys, threading, pytest
+        from pytest_permission import AccessDenied, audit
+
+        @pytest.mark.permission()
+        def test_restricted():
+            with pytest.raises(AccessDenied):
+                os.environ["DENIED_HERE"] = "1"
+
+        def test_everything_allowed_after(tmp_path):
+            assert audit.active() is None
+            assert os.environ["SECRET_TOKEN"] == "hunter2"
+            os.environ["PYTEST_PERMISSION_POLICY"] = "set by a test"
+            del os.environ["PYTEST_PERMISSION_POLICY"]
+            assert open("/etc/hostname").read() is not None
+            (tmp_path / "f").write_text("x")
+            assert ctypes.CDLL(None).getpid() == os.getpid()
+            tracer = lambda *a: None
+            sys.settrace(tracer)
+            sys.settrace(None)
+            ran = []
+            thread = threading.Thread(target=ran.append, args=(1,))
+            thread.start()
+            thread.join()
+            assert ran == [1]
+            assert subprocess.run(["true"]).returncode == 0
+            with socket.socket() as server:
+                server.bind(("127.0.0.1", 0))
+        """
+    )
+    monkeypatch.setenv("SECRET_TOKEN", "hunter2")
+    result = pytester.runpytest_subprocess("-W", "error::pytest.PytestWarning")
+    result.assert_outcomes(passed=2)
+    result.stdout.no_fnmatch_line("*test_everything_allowed_after*")  # no denial listed
+
+
 def test_unhandled_denial_fails_the_test_with_the_error(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(
         """

@@ -277,7 +277,11 @@ def test_bypass_module_under_each_mode(pytester: pytest.Pytester, mode: str) -> 
     pass fails the run) and each other test pass; under ``require`` all pass.
     """
     pytester.makepyfile(test_bypass_copy=BYPASS_MODULE.read_text())  # own name: no clash
-    result = pytester.runpytest(f"--permission-kernel={mode}")
+    # a fresh process, as users run it: in this one the audit layer's wrappers
+    # are already armed, so the module's early bindings would catch them; its
+    # temporary folders outside the rootdir, which the module's grants name
+    basetemp = pytester.path.parent / f"basetemp-{mode}"
+    result = pytester.runpytest_subprocess(f"--permission-kernel={mode}", f"--basetemp={basetemp}")
     outcomes = result.parseoutcomes()
     assert "failed" not in outcomes and "errors" not in outcomes, result.stdout.str()
     assert outcomes.get("passed", 0) + outcomes.get("xfailed", 0) == 14

@@ -1,7 +1,8 @@
 """The audit layer: PEP 578 hooks plus wrappers where CPython raises no event.
 
 ``install()`` is irreversible (audit hooks cannot be removed), which is why
-the plugin calls it only in a forked child. The per-scope rules live in one
+the plugin calls it only in a forked child; the hooks themselves are put in
+place, switched off, in the pytest process (``arm()``). The per-scope rules live in one
 module each (``fs``, ``net``, ``process``, ``runtime``, ``env``); the
 :class:`~pytest_permission.audit.guard.Guard` holds the policy and the
 denials and dispatches events to them.
@@ -15,8 +16,9 @@ from collections.abc import Sequence
 from pytest_permission.audit.guard import Guard
 from pytest_permission.policy import Policy
 
-__all__ = ["Guard", "active", "guard_for", "install", "prepare"]
+__all__ = ["Guard", "active", "arm", "guard_for", "install"]
 
+_armed: Guard | None = None
 _active: Guard | None = None
 
 
@@ -25,18 +27,27 @@ def active() -> Guard | None:
     return _active
 
 
-def prepare() -> None:
-    """Do once, before forking, the policy-independent work of ``install()``.
+def arm() -> Guard:
+    """Install the audit layer's hooks and wrappers in this process, switched off.
 
-    Imports, the interpreter's folders, resolved implicit grants: a forked
-    child inherits them, which takes most of the cost out of each test.
+    Idempotent. The plugin arms the pytest process before its first fork, so
+    each forked child only activates what it inherits (:func:`install`).
+    Switched off, the hooks dispatch no event and the wrappers allow
+    everything and record nothing: the pytest process and its unrestricted
+    tests behave as before. Installing costs some milliseconds, and a child
+    installing for itself would pay them again in memory pages copied from
+    its parent.
     """
-    from pytest_permission.audit import env, fs, net, process, runtime  # noqa: F401
+    global _armed
+    if _armed is None:
+        from pytest_permission.audit import env, fs, net, process, runtime
 
-    Guard(Policy.deny_all())
-    Guard(Policy.allow_all())
-    runtime.interpreter_files()
-    process.preload()
+        guard = Guard.dormant()
+        for module in (fs, net, process, runtime, env):
+            guard.register(module.install(guard))
+        sys.addaudithook(guard.dispatch)
+        _armed = guard
+    return _armed
 
 
 def guard_for(
@@ -66,8 +77,8 @@ def install(
     """Enforce ``policy`` in this process from now on, for good.
 
     ``prepared`` is the guard for exactly these arguments, built ahead
-    (:func:`guard_for`) in the pytest process, so a forked child only
-    registers and activates it.
+    (:func:`guard_for`) in the pytest process; with :func:`arm` called
+    there too, a forked child only switches enforcement on.
 
     ``extra_read``/``extra_write`` are paths the caller itself needs (the
     plugin's report pipe, coverage data); they are granted even with
@@ -77,14 +88,10 @@ def install(
     global _active
     if _active is not None:
         raise RuntimeError("enforcement is already installed in this process")
-    from pytest_permission.audit import env, fs, net, process, runtime
-
-    guard = prepared or guard_for(
+    guard = arm()
+    guard.activate(prepared or guard_for(
         policy, implicit=implicit, extra_read=extra_read, extra_write=extra_write,
         observe=observe,
-    )
-    for module in (fs, net, process, runtime, env):
-        guard.register(module.install(guard))
+    ))
     _active = guard
-    sys.addaudithook(guard.dispatch)
     return guard

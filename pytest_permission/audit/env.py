@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from pytest_permission.audit.guard import Guard, Handler
@@ -66,15 +67,23 @@ def install(guard: Guard) -> dict[str, Handler]:
     hidden: set[str] = set()
     local = threading.local()
 
+    def shown() -> Callable[[str], bool]:
+        """Which variables the policy in force leaves visible, worked out once per use."""
+        grant = guard.effective.grant(ENV)
+        if grant.everything:
+            return lambda name: True
+        rules = (*grant.rules, PYTEST_OWN, INHERITED_POLICY,
+                 *(IMPLICIT if guard.implicit.enabled else ()))
+        return lambda name: any(rule.covers(name) for rule in rules)
+
     def visible(name: str) -> bool:
-        if guard.granted(ENV, name) or PYTEST_OWN.covers(name) or INHERITED_POLICY.covers(name):
-            return True
-        return guard.implicit.enabled and any(rule.covers(name) for rule in IMPLICIT)
+        return shown()(name)
 
     def hide() -> None:
         """Remove every variable no longer granted, from Python and from C."""
         environ = os.environ
-        for name in [n for n in environ if not visible(n)]:
+        keep = shown()
+        for name in [n for n in environ if not keep(n)]:
             hidden.add(name)
             if guard.observe:
                 continue

@@ -55,12 +55,41 @@ class Guard:
         """The error each raised denial produced, by index in ``denials``: the
         plugin tells a denial the test handled from one the code swallowed."""
         self._handlers: dict[str, Handler] = {}
+        """Every registered handler; :attr:`_live` holds those in force."""
+        self._live: dict[str, Handler] = {}
         self._listeners: list[Callable[[], None]] = []
         self.retired = False
+        """Enforcing nothing: the test is over (:meth:`retire`), or not begun (:meth:`dormant`)."""
         self._busy: set[int] = set()
         """Threads inside an exclusive handler (set operations are atomic)."""
         self.dispatch = self._dispatcher()
         """The audit hook (see :meth:`_dispatcher`)."""
+
+    @classmethod
+    def dormant(cls) -> Guard:
+        """A guard that allows everything and records nothing until :meth:`activate`.
+
+        The audit layer's hooks and wrappers are installed around one of these
+        in the pytest process (:func:`pytest_permission.audit.arm`), so that a
+        forked child only switches them on instead of installing them, which
+        would cost it milliseconds and as many copied memory pages.
+        """
+        guard = cls(Policy.allow_all(), implicit=False)
+        guard.retired = True
+        return guard
+
+    def activate(self, prepared: Guard) -> None:
+        """Enforce from now on what ``prepared`` (built ahead, never installed) holds.
+
+        This guard keeps its own wiring (the hooks and wrappers already hold
+        it) and takes everything else of ``prepared``: policy, implicit grants,
+        mode, the denial log.
+        """
+        for name, value in vars(prepared).items():
+            if name not in _WIRING:
+                setattr(self, name, value)
+        self.changed()  # before the handlers go live: what listeners do is no test's access
+        self._live.update(self._handlers)
 
     def retire(self) -> None:
         """Stop enforcing: the test body is over, only its report is being made.
@@ -69,7 +98,7 @@ class Guard:
         behalf; those are not the test's accesses.
         """
         self.retired = True
-        self._handlers.clear()
+        self._live.clear()
 
     # -- the public face: Node's has()/drop() -------------------------------
 
@@ -96,6 +125,8 @@ class Guard:
                 handler = self.exclusive(handler)
             previous = self._handlers.get(event)
             self._handlers[event] = handler if previous is None else _chain(previous, handler)
+            if not self.retired:
+                self._live[event] = self._handlers[event]
 
     def exclusive(self, handler: Handler) -> Handler:
         """``handler``, skipped for the events its own work raises (per thread)."""
@@ -173,7 +204,7 @@ class Guard:
         raises and formats an ``AttributeError``, which cost more than a
         cached ``open`` check.
         """
-        handlers = self._handlers
+        handlers = self._live
 
         def dispatch(event: str, args: tuple[Any, ...]) -> None:
             handler = handlers.get(event)
@@ -181,6 +212,10 @@ class Guard:
                 handler(args)
 
         return dispatch
+
+
+_WIRING = frozenset({"_handlers", "_live", "_listeners", "_busy", "dispatch"})
+"""What ties a guard to the hooks and wrappers around it: :meth:`Guard.activate` keeps it."""
 
 
 def _chain(first: Handler, second: Handler) -> Handler:

@@ -149,12 +149,6 @@ def _wrap(module: ModuleType, name: str, check: Handler) -> None:
     setattr(module, name, checked)
 
 
-def preload() -> None:
-    """Import what ``install()`` wraps, once, in the parent."""
-    _multiprocessing_util()
-    _interpreters()
-
-
 def _multiprocessing_util() -> ModuleType:
     """``multiprocessing.util``, whose ``spawnv_passfds`` starts processes without an event."""
     import multiprocessing.util

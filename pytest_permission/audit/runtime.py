@@ -292,12 +292,19 @@ SETTERS = (
 
 def _inspector(guard: Guard) -> dict[str, Handler]:
     local = threading.local()
-    approved: list[object] = [
-        sys.gettrace(),
-        sys.getprofile(),
-        getattr(threading, "_trace_hook", None),
-        getattr(threading, "_profile_hook", None),
-    ]
+    approved: list[object] = []
+
+    def approve_current() -> None:
+        """The hooks in place when enforcement starts (coverage's tracer) stay allowed."""
+        current = (
+            sys.gettrace(),
+            sys.getprofile(),
+            getattr(threading, "_trace_hook", None),
+            getattr(threading, "_profile_hook", None),
+        )
+        approved.extend(hook for hook in current if hook not in approved)
+
+    guard.on_change(approve_current)
 
     def by_coverage() -> bool:
         """Coverage's tracer, or hypothesis's explain phase (a line tracer of its own)."""

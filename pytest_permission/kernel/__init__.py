@@ -36,7 +36,7 @@ from pytest_permission.policy import Policy
 if TYPE_CHECKING:
     from pytest_permission.audit.guard import Guard
     from pytest_permission.kernel.landlock import Rules
-    from pytest_permission.kernel.seccomp import Denied
+    from pytest_permission.kernel.seccomp import Denied, Filter
 
 __all__ = [
     "KernelError", "Support", "apply", "describe", "explain", "follow", "prepare", "support",
@@ -100,15 +100,24 @@ _code: dict[tuple[tuple[str, ...], int], list[str]] = {}
 
 @dataclass(frozen=True)
 class Prepared:
-    """The kernel layer of one test, computed in the pytest process before the fork.
+    """The kernel layer of one test, made in the pytest process before the fork.
 
-    Rules, paths and the BPF program are built there, so the child only
-    makes the system calls: everything it computes, it pays for again in
-    copied pages.
+    Rules, the Landlock ruleset and the BPF program are built there, so the
+    child only makes the two system calls that restrict it: everything it
+    computes, it pays for again in copied pages.
     """
 
     kernel: _Kernel
     step: _Step
+    ruleset: int | None
+    """The Landlock ruleset descriptor, ready for ``landlock_restrict_self``."""
+
+    def close(self) -> None:
+        """In the pytest process after the fork: close its copies of the descriptors."""
+        if self.ruleset is not None:
+            os.close(self.ruleset)
+        if self.kernel.landlock is not None:
+            self.kernel.landlock.close()
 
 
 def prepare(
@@ -127,7 +136,15 @@ def prepare(
     if not offered.layers():
         return None
     kernel = _Kernel(offered, plan.implicit, read, write)
-    return Prepared(kernel, kernel.step(plan.policy))
+    step = kernel.step(plan.policy)
+    landlock = kernel.landlock
+    try:
+        ruleset = None if landlock is None or step.rules is None else landlock.ruleset(step.rules)
+    except OSError as exc:
+        if landlock is not None:
+            landlock.close()
+        raise KernelError(f"the kernel layer could not be prepared: {exc}") from exc
+    return Prepared(kernel, step, ruleset)
 
 
 def apply(prepared: Prepared | None) -> list[str]:
@@ -144,7 +161,7 @@ def apply(prepared: Prepared | None) -> list[str]:
     kernel = prepared.kernel
     try:
         libc.prctl(seccomp.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
-        kernel.take(prepared.step)
+        kernel.take(prepared.step, prepared.ruleset)
     except OSError as exc:
         raise KernelError(f"the kernel layer could not be applied: {exc}") from exc
     _active = kernel
@@ -230,7 +247,7 @@ def _code_roots() -> list[str]:
 class _Step:
     rules: Rules | None
     denied: Denied | None
-    program: bytes | None
+    program: Filter | None
 
 
 class _Kernel:
@@ -267,17 +284,18 @@ class _Kernel:
             worker=not policy.has("worker"),
             net=not _inet(policy),
         )
-        return _Step(rules, denied, seccomp.program(self.arch, denied))
+        return _Step(rules, denied, seccomp.Filter(seccomp.program(self.arch, denied)))
 
-    def take(self, step: _Step) -> None:
-        """Make the system calls ``step`` needs: a layer or filter where it changed."""
-        from pytest_permission.kernel import seccomp
+    def take(self, step: _Step, ruleset: int | None = None) -> None:
+        """Make the system calls ``step`` needs: a layer or filter where it changed.
 
+        ``ruleset`` is ``step``'s Landlock ruleset if it was built ahead.
+        """
         landlock = self.landlock
         if landlock is not None and step.rules is not None and step.rules != landlock.rules:
-            landlock.restrict(step.rules)
+            landlock.restrict(step.rules, ruleset)
         if step.program is not None and step.denied != self.denied:
-            seccomp.install(step.program)
+            step.program.install()
             self.denied = step.denied
 
     def rules(self, policy: Policy) -> Rules:

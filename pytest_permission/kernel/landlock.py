@@ -120,11 +120,12 @@ def merge(entries: Iterable[tuple[str, int]]) -> dict[str, int]:
 
 
 class Landlock:
-    """The layers this process added; keeps a handle on each path it named.
+    """The layers this process added, and a handle on each path they name.
 
-    Paths are opened (``O_PATH``) for the first layer and kept open, so that
+    Paths are opened (``O_PATH``) when the first layer's ruleset is built,
+    in the pytest process before the fork, and the child keeps its copies:
     a later, narrower layer needs no ``open`` while the audit layer is in
-    force and means the same inodes even if a path was renamed since.
+    force, and means the same inodes even if a path was renamed since.
     """
 
     def __init__(self, version: int) -> None:
@@ -132,15 +133,16 @@ class Landlock:
         self.handles: dict[str, int] = {}
         self.rules: Rules | None = None
 
-    def restrict(self, rules: Rules) -> None:
-        """Add a layer allowing only ``rules``; ``OSError`` if the kernel refuses it."""
+    def ruleset(self, rules: Rules) -> int:
+        """A ruleset descriptor allowing only ``rules``, for :meth:`restrict`; ``OSError``
+        if the kernel refuses it."""
         if self.rules is None:
             for path in rules.paths:
                 with contextlib.suppress(OSError):  # missing: nothing to allow there
-                    self.handles[path] = os.open(path, _O_PATH | os.O_CLOEXEC)
-        handled_net = 0 if rules.ports is None or self.version < 4 else BIND_TCP | CONNECT_TCP
-        scoped = rules.scoped if self.version >= 6 else 0
+                    self.handles.setdefault(path, os.open(path, _O_PATH | os.O_CLOEXEC))
+        handled_net = self._handled_net(rules)
         fs = handled_fs(self.version)
+        scoped = rules.scoped if self.version >= 6 else 0
         attr = ctypes.create_string_buffer(struct.pack("=QQQ", fs, handled_net, scoped))
         ruleset = libc.syscall(libc.CREATE_RULESET, attr, 24, 0)
         try:
@@ -151,10 +153,30 @@ class Landlock:
             for port in sorted(rules.ports or ()) if handled_net else ():
                 rule = struct.pack("=QQ", handled_net, port)
                 libc.syscall(libc.ADD_RULE, ruleset, _RULE_NET_PORT, _buffer(rule), 0)
+        except BaseException:
+            os.close(ruleset)
+            raise
+        return ruleset
+
+    def restrict(self, rules: Rules, ruleset: int | None = None) -> None:
+        """Add a layer allowing only ``rules``, from ``ruleset`` if it was built ahead
+        (and then closed here, so the test cannot add to it); ``OSError`` if refused."""
+        if ruleset is None:
+            ruleset = self.ruleset(rules)
+        try:
             libc.syscall(libc.RESTRICT_SELF, ruleset, 0)
         finally:
             os.close(ruleset)
         self.rules = rules
+
+    def close(self) -> None:
+        """Close the handles: the pytest process's copies, once the child has its own."""
+        for handle in self.handles.values():
+            os.close(handle)
+        self.handles.clear()
+
+    def _handled_net(self, rules: Rules) -> int:
+        return 0 if rules.ports is None or self.version < 4 else BIND_TCP | CONNECT_TCP
 
     def _add_path(self, ruleset: int, handle: int, rights: int) -> None:
         if not stat.S_ISDIR(os.fstat(handle).st_mode):

@@ -135,10 +135,19 @@ def _when(number: int, then: list[tuple[int, int, int, int]]) -> list[tuple[int,
     return [(_JEQ, 0, len(then), number), *then, (_LD_ABS, 0, 0, _NR)]
 
 
-def install(code: bytes) -> None:
-    """Add the filter to every thread of this process (``TSYNC``), for good."""
-    filters = ctypes.create_string_buffer(code, len(code))
-    prog = ctypes.create_string_buffer(
-        struct.pack("=HxxxxxxQ", len(code) // 8, ctypes.addressof(filters)), 16
-    )
-    libc.syscall(libc.SECCOMP[libc.MACHINE], _SET_MODE_FILTER, _FILTER_FLAG_TSYNC, prog)
+class Filter:
+    """A BPF program in the memory ``seccomp(2)`` reads, made before it is needed.
+
+    The plugin makes the first one in the pytest process, so the forked child
+    only makes the system call.
+    """
+
+    def __init__(self, code: bytes) -> None:
+        self._filters = ctypes.create_string_buffer(code, len(code))
+        self._prog = ctypes.create_string_buffer(
+            struct.pack("=HxxxxxxQ", len(code) // 8, ctypes.addressof(self._filters)), 16
+        )
+
+    def install(self) -> None:
+        """Add the filter to every thread of this process (``TSYNC``), for good."""
+        libc.syscall(libc.SECCOMP[libc.MACHINE], _SET_MODE_FILTER, _FILTER_FLAG_TSYNC, self._prog)
