@@ -51,6 +51,7 @@ class Prepared:
     kernel: kernel.Prepared | None
     exported: str | None
     """The policy for Python subprocesses; ``None`` in an audit (nothing to enforce)."""
+    output: _Output
 
     def __enter__(self) -> Prepared:
         return self
@@ -75,7 +76,7 @@ def prepare(item: pytest.Item, plan: Plan) -> Prepared:
     )
     layer = kernel.prepare(plan, read=[*read, str(item.path)], write=write)
     exported = None if plan.observe else startup.encode(plan.policy, plan.implicit)
-    return Prepared(guard, layer, exported)
+    return Prepared(guard, layer, exported, _Output(item))
 
 
 class ChildRole:
@@ -86,7 +87,7 @@ class ChildRole:
         self.plan = plan
         self.writer = writer
         self.warnings: list[dict[str, Any]] = []
-        self.output = _Output(item)
+        self.output = prepared.output
         self.coverage = coverage_relay.capture()
         if prepared.exported is not None:  # an audit enforces nothing, in subprocesses neither
             startup.export(prepared.exported)
@@ -204,7 +205,8 @@ class _Output:
 
     File-descriptor capture writes to files shared with the parent; only
     in-memory buffers (``--capture=sys``, the log report handler) and the
-    item's user properties need sending.
+    item's user properties need sending. Made in the parent just before the
+    fork: where each of them ends is the same in the child.
     """
 
     def __init__(self, item: pytest.Item) -> None:

@@ -50,7 +50,8 @@ def extension(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("ext")
     source = folder / "permext.c"
     source.write_text(EXTENSION_SOURCE)
-    target = folder / ("permext" + sysconfig.get_config_var("EXT_SUFFIX"))
+    suffix: str = sysconfig.get_config_var("EXT_SUFFIX")
+    target = folder / ("permext" + suffix)
     subprocess.run(
         [compiler, "-shared", "-fPIC", "-I", sysconfig.get_paths()["include"],
          "-o", str(target), str(source)],

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from pytest_permission import kernel
-from pytest_permission.kernel import seccomp
+from pytest_permission.kernel import libc
 
 pytestmark = pytest.mark.skipif(
     bool(kernel.support().missing), reason="; ".join(kernel.support().missing)
@@ -255,7 +255,7 @@ def test_drop_narrows_the_kernel_layer(pytester: pytest.Pytester) -> None:
 
 def test_seccomp_kills_a_foreign_system_call_convention(pytester: pytest.Pytester) -> None:
     """On x86_64, an x32 system call number (bit 30) means another ABI: the filter kills."""
-    if seccomp.libc.MACHINE != "x86_64":
+    if libc.MACHINE != "x86_64":
         pytest.skip("x32 exists on x86_64 only")
     pytester.makepyfile('''
         import ctypes, pytest

@@ -133,7 +133,7 @@ def _ffi(guard: Guard, interpreter: Callable[[str], bool]) -> dict[str, Handler]
         guard.require(FFI, resource)
 
     def call(self: Any, *args: Any, **kwargs: Any) -> Any:
-        if not guard.granted(FFI) and not _trusted(self, args):
+        if not guard.retired and not guard.granted(FFI) and not _trusted(self, args):
             caller = os.path.realpath(caller_file())
             if not interpreter(caller) or caller.startswith(ctypes_dir):
                 guard.deny(FFI, _function_name(self))
