@@ -85,6 +85,14 @@ def server() -> Iterator[socket.socket]:
         yield listening
 
 
+@pytest.fixture
+def udp_server() -> Iterator[socket.socket]:
+    """A loopback UDP socket, bound before the fork."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as bound:
+        bound.bind(("127.0.0.1", 0))
+        yield bound
+
+
 def no_connection(server: socket.socket) -> bool:
     readable, _, _ = select.select([server], [], [], 0.3)
     return not readable
@@ -242,7 +250,8 @@ def test_granted_python_child_reading_outside_the_grants(outside: Path) -> None:
 def test_granted_child_connecting_with_net_denied(server: socket.socket) -> None:
     port = server.getsockname()[1]
     done = python(f"import socket; socket.create_connection(('127.0.0.1', {port}))")
-    assert "PermissionError: [Errno 1]" in done.stderr  # seccomp: no AF_INET socket
+    # Landlock refuses the connect (EACCES); without TCP rules seccomp the socket (EPERM)
+    assert "PermissionError: [Errno" in done.stderr
     assert no_connection(server)
 
 
@@ -267,10 +276,28 @@ def test_granted_child_connecting_to_a_port_not_granted(server: socket.socket) -
 def test_ctypes_socket_and_connect(server: socket.socket) -> None:
     lib = libc()
     fd = lib.socket(socket.AF_INET, socket.SOCK_STREAM, 0)
-    if fd >= 0:
+    if fd >= 0:  # Landlock rules TCP (ABI 4+): the socket is made, the connect refused
         host, port = server.getsockname()
         address = struct.pack("=HH4s8x", socket.AF_INET, socket.htons(port), socket.inet_aton(host))
-        lib.connect(fd, address, len(address))
-    assert fd == -1
-    assert ctypes.get_errno() == errno.EPERM
+        connected = lib.connect(fd, address, len(address))
+        failure = ctypes.get_errno()
+        os.close(fd)
+        assert (connected, failure) == (-1, errno.EACCES)
+    else:  # seccomp refuses the socket itself
+        assert ctypes.get_errno() == errno.EPERM
     assert no_connection(server)
+
+
+@audit_misses
+@pytest.mark.permission(ffi=True)
+def test_ctypes_udp_sendto(udp_server: socket.socket) -> None:
+    lib = libc()
+    fd = lib.socket(socket.AF_INET, socket.SOCK_DGRAM, 0)
+    if fd >= 0:
+        host, port = udp_server.getsockname()
+        address = struct.pack("=HH4s8x", socket.AF_INET, socket.htons(port), socket.inet_aton(host))
+        lib.sendto(fd, b"x", 1, 0, address, len(address))
+        os.close(fd)
+    assert fd == -1
+    assert ctypes.get_errno() == errno.EPERM  # seccomp: no UDP socket
+    assert no_connection(udp_server)

@@ -169,10 +169,29 @@ def apply(prepared: Prepared | None) -> list[str]:
 
 
 def follow(guard: Guard) -> None:
-    """Narrow the kernel layer whenever ``guard.drop()`` narrows the audit layer."""
+    """Narrow the kernel layer whenever ``guard.drop()`` narrows the audit layer.
+
+    Also let the audit layer raise ``AccessDenied`` for a socket the seccomp
+    filter would refuse with a bare ``EPERM`` (a UDP socket with ``net``
+    denied, say): its resource names the kind of socket, as no address is
+    known yet.
+    """
     kernel = _active
     if kernel is None:
         return
+    from pytest_permission.kernel import seccomp
+
+    def on_socket(args: tuple[object, ...]) -> None:
+        _, family, kind, protocol = args
+        denied = kernel.denied
+        if (
+            denied is not None
+            and isinstance(family, int) and isinstance(kind, int) and isinstance(protocol, int)
+            and seccomp.refuses_socket(denied, family, kind, protocol)
+        ):
+            guard.deny(scopes.NET, _socket_kind(family, kind))
+
+    guard.register({"socket.__new__": on_socket})
 
     def narrow() -> None:
         try:
@@ -189,6 +208,23 @@ def follow(guard: Guard) -> None:
             raise KernelError(f"drop(): the kernel layer could not narrow: {exc}") from exc
 
     guard.on_change(narrow)
+
+
+def _socket_kind(family: int, kind: int) -> str:
+    """``AF_INET SOCK_DGRAM``: a socket named by its family and type."""
+    import socket
+
+    from pytest_permission.kernel.seccomp import SOCK_TYPE_MASK
+
+    names = []
+    for enum, value in (
+        (socket.AddressFamily, family), (socket.SocketKind, kind & SOCK_TYPE_MASK)
+    ):
+        try:
+            names.append(enum(value).name)
+        except ValueError:
+            names.append(str(value))
+    return " ".join(names)
 
 
 def explain(error: BaseException) -> str | None:
@@ -279,10 +315,13 @@ class _Kernel:
         rules = self.rules(policy) if self.landlock is not None else None
         if self.arch is None:
             return _Step(rules, None, None)
+        landlock = self.landlock
         denied = seccomp.Denied(
             child=not policy.has("child"),
             worker=not policy.has("worker"),
             net=not _inet(policy),
+            tcp=landlock is not None and landlock.version >= 4
+            and rules is not None and rules.ports is not None,
         )
         return _Step(rules, denied, seccomp.Filter(seccomp.program(self.arch, denied)))
 

@@ -15,7 +15,12 @@ memory, so it rules on what those tell:
 * ``net`` denied (no grant but Unix-socket paths): ``socket()`` for any
   family but ``AF_UNIX`` and ``AF_NETLINK`` fails with ``EPERM``. Unix
   sockets stay: the C library talks to local services over them, and
-  binding one at a path needs a Landlock write grant;
+  binding one at a path needs a Landlock write grant. Where Landlock rules
+  TCP ports (ABI 4+), plain TCP sockets stay too: Landlock refuses their
+  ``connect`` and ``bind``, and the audit layer, in front, can then raise
+  its ``AccessDenied`` naming ``host:port`` where the kernel would have
+  refused the socket with a bare ``EPERM``. UDP, raw and other sockets
+  Landlock cannot rule are still refused at ``socket()``;
 * always: ``io_uring`` is unavailable (``ENOSYS``, as on a kernel without
   it), since its requests would not pass through the rules above.
 
@@ -43,16 +48,20 @@ _ERRNO = 0x00050000
 _ALLOW = 0x7FFF0000
 
 _LD_ABS = 0x20  # BPF_LD | BPF_W | BPF_ABS
+_AND = 0x54  # BPF_ALU | BPF_AND | BPF_K
 _JEQ = 0x15  # BPF_JMP | BPF_JEQ | BPF_K
 _JGE = 0x35  # BPF_JMP | BPF_JGE | BPF_K
 _JSET = 0x45  # BPF_JMP | BPF_JSET | BPF_K
 _RET = 0x06  # BPF_RET | BPF_K
 
-_NR, _ARCH, _ARG0 = 0, 4, 16
-"""Offsets in ``struct seccomp_data``; ``args[0]``'s low half (little-endian)."""
+_NR, _ARCH, _ARG0, _ARG1, _ARG2 = 0, 4, 16, 24, 32
+"""Offsets in ``struct seccomp_data``; ``args[n]``'s low half (little-endian)."""
 _X32_BIT = 0x40000000
 CLONE_THREAD = 0x00010000
-AF_UNIX, AF_NETLINK = 1, 16
+AF_UNIX, AF_INET, AF_NETLINK, AF_INET6 = 1, 2, 16, 10
+SOCK_STREAM, SOCK_TYPE_MASK = 1, 0xF
+"""``socket()``'s type argument also carries ``SOCK_CLOEXEC``/``SOCK_NONBLOCK``."""
+IPPROTO_TCP = 6
 
 
 @dataclass(frozen=True)
@@ -82,6 +91,8 @@ class Denied:
     worker: bool
     """Only with ``child``: see the module text."""
     net: bool
+    tcp: bool = False
+    """Only with ``net``: plain TCP sockets may still be made (Landlock rules their ports)."""
 
 
 def supported() -> str | None:
@@ -117,12 +128,43 @@ def program(arch: Arch, denied: Denied) -> bytes:
         threads = [(_LD_ABS, 0, 0, _ARG0), (_JSET, 1, 0, CLONE_THREAD)]
         code += _when(calls["clone"], [*([] if denied.worker else threads), _errno(errno.EPERM)])
     if denied.net:
-        code += _when(calls["socket"], [
+        code += _when(calls["socket"], _tcp_only() if denied.tcp else [
             (_LD_ABS, 0, 0, _ARG0), (_JEQ, 2, 0, AF_UNIX), (_JEQ, 1, 0, AF_NETLINK),
             _errno(errno.EPERM),
         ])
     code.append((_RET, 0, 0, _ALLOW))
     return b"".join(struct.pack("=HBBI", *op) for op in code)
+
+
+def refuses_socket(denied: Denied, family: int, kind: int, protocol: int) -> bool:
+    """Whether the filter for ``denied`` refuses this ``socket()`` call: what
+    :func:`program` encodes, for the audit layer to raise its error first."""
+    if not denied.net or family in (AF_UNIX, AF_NETLINK):
+        return False
+    tcp = family in (AF_INET, AF_INET6) and kind & SOCK_TYPE_MASK == SOCK_STREAM
+    return not (denied.tcp and tcp and protocol in (0, IPPROTO_TCP))
+
+
+def _tcp_only() -> list[tuple[int, int, int, int]]:
+    """``socket()``: Unix, netlink and plain TCP sockets pass; the rest get ``EPERM``.
+
+    Jump offsets count from the next instruction; 11 is the ``RET``, 12 the
+    first instruction after the block (allowed).
+    """
+    return [
+        (_LD_ABS, 0, 0, _ARG0),             # 0  family
+        (_JEQ, 10, 0, AF_UNIX),             # 1  -> 12
+        (_JEQ, 9, 0, AF_NETLINK),           # 2  -> 12
+        (_JEQ, 1, 0, AF_INET),              # 3  -> 5
+        (_JEQ, 0, 6, AF_INET6),             # 4  -> 5, else 11
+        (_LD_ABS, 0, 0, _ARG1),             # 5  type
+        (_AND, 0, 0, SOCK_TYPE_MASK),       # 6
+        (_JEQ, 0, 3, SOCK_STREAM),          # 7  -> 8, else 11
+        (_LD_ABS, 0, 0, _ARG2),             # 8  protocol
+        (_JEQ, 2, 0, 0),                    # 9  -> 12
+        (_JEQ, 1, 0, IPPROTO_TCP),          # 10 -> 12, else 11
+        _errno(errno.EPERM),                # 11
+    ]
 
 
 def _errno(number: int) -> tuple[int, int, int, int]:
