@@ -2,13 +2,15 @@
 
 Run: ``python benchmarks/bench_isolation.py [N] [ROUNDS]`` (defaults 300, 5).
 
-In one run, interleaved ROUNDS times, it times three things in fresh
-processes: a pytest session of N trivial tests without the marker, the same
-N tests under ``@pytest.mark.permission()``, and, inside a pytest session
-(so the process has the same size), N bare ``os.fork()`` + pipe + ``waitpid``
-round trips. The isolation cost per test is (marked - plain) / N; the floor
-is the bare round trip; the script prints medians and their ratio. The
-machine is shared and noisy, so only ratios measured together mean anything.
+In one run, interleaved ROUNDS times, it times in fresh processes: a pytest
+session of N trivial tests without the marker; the same N tests under
+``@pytest.mark.permission()``; the same N tests under a minimal plugin that
+forks each body and does nothing else (what any fork per test costs); and,
+inside a pytest session (so the process has the same size), N bare
+``os.fork()`` + pipe + ``waitpid`` round trips. A variant's cost per test is
+(its session - plain) / N; the floor is the bare round trip; the script
+prints medians, page faults per test, and ratios to the floor. The machine
+is shared and noisy, so only ratios measured together mean anything.
 
 Where pytest-forked is importable (it needs pytest 8), the same N tests run
 with ``--forked`` in the same rounds and its ratio is printed too:
@@ -81,9 +83,36 @@ def floor(folder: Path) -> tuple[float, float]:
     return float(line[1]), float(line[2])
 
 
+MINIMAL_FORK = '''
+import os
+import pytest
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_call(item):
+    """The least a fork-per-test runner does: fork, run the body, exit, reap."""
+    pid = os.fork()
+    if pid == 0:
+        try:
+            item.runtest()
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
+    return True
+'''
+"""A plugin (``-p minimal_fork``) forking each test's body with nothing else:
+no enforcement, no report, no output relay. Its cost is what forking per test
+costs in a pytest session at all."""
+
+
 def main() -> None:
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 300
     rounds = int(sys.argv[2]) if len(sys.argv) > 2 else 5
+    variants = {
+        "pytest-permission": ("test_marked.py",),
+        "minimal fork-per-test": ("test_plain.py", "-p", "minimal_fork"),
+    }
+    if FORKED:
+        variants["pytest-forked"] = ("test_plain.py", "--forked")
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         body = "".join(f"def test_{i}():\n    pass\n\n" for i in range(n))
@@ -92,34 +121,29 @@ def main() -> None:
             "import pytest\n\npytestmark = pytest.mark.permission()\n\n" + body
         )
         (folder / "test_floor.py").write_text(FLOOR_TEST.format(n=n))
-        costs, floors, forked_costs = [], [], []
-        faults, floor_faults, forked_faults = [], [], []
+        (folder / "minimal_fork.py").write_text(MINIMAL_FORK)
+        costs: dict[str, list[tuple[float, float]]] = {name: [] for name in variants}
+        floors: list[tuple[float, float]] = []
         for _ in range(rounds):
             plain, plain_faults = session(folder, "test_plain.py")
-            marked, marked_faults = session(folder, "test_marked.py")
-            costs.append((marked - plain) / n)
-            faults.append((marked_faults - plain_faults) / n)
-            if FORKED:
-                forked, forked_fault_count = session(folder, "test_plain.py", "--forked")
-                forked_costs.append((forked - plain) / n)
-                forked_faults.append((forked_fault_count - plain_faults) / n)
-            seconds, floor_fault_count = floor(folder)
-            floors.append(seconds)
-            floor_faults.append(floor_fault_count)
-    cost, base = statistics.median(costs), statistics.median(floors)
-    print(f"tests per session:         {n} (x{rounds} rounds, medians)")
-    print(f"isolation cost per test:   {cost * 1e6:8.0f} us")
-    print(f"bare fork+pipe+waitpid:    {base * 1e6:8.0f} us")
-    print(f"ratio to the floor:        {cost / base:8.2f}x  (target <= 1.30x)")
-    if forked_costs:
-        other = statistics.median(forked_costs)
-        print(f"pytest-forked per test:    {other * 1e6:8.0f} us = {other / base:.2f}x the floor")
+            for name, args in variants.items():
+                seconds, fault_count = session(folder, *args)
+                costs[name].append(((seconds - plain) / n, (fault_count - plain_faults) / n))
+            floors.append(floor(folder))
+    base = statistics.median(seconds for seconds, _ in floors)
+    base_faults = statistics.median(count for _, count in floors)
     # Where the time goes: every page a process writes after a fork faults once
     # (a copy in the child; in the parent, write access back). The floor's loop
     # writes few pages; a test session writes many between two forks.
-    print(f"page faults per test:      {statistics.median(faults):8.0f}"
-          f"  (floor: {statistics.median(floor_faults):.0f} per round trip"
-          + (f"; pytest-forked: {statistics.median(forked_faults):.0f})" if forked_faults else ")"))
+    print(f"tests per session: {n} (x{rounds} rounds, medians)")
+    floor_line = f"{base * 1e6:6.0f} us, {base_faults:5.0f} page faults"
+    print(f"{'bare fork+pipe+waitpid (the floor):':34s} {floor_line}")
+    for name, rows in costs.items():
+        cost = statistics.median(seconds for seconds, _ in rows)
+        count = statistics.median(faults for _, faults in rows)
+        print(f"{name + ' per test:':34s} {cost * 1e6:6.0f} us, {count:5.0f} page faults"
+              f" = {cost / base:.2f}x the floor")
+    print("target for pytest-permission: <= 1.30x the floor")
 
 
 if __name__ == "__main__":
