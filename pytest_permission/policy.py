@@ -10,7 +10,7 @@ whether a grant names a directory.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Generic, TypeVar
 
@@ -31,6 +31,14 @@ class NameRule:
         if self.text.endswith("*"):
             return name.startswith(self.text[:-1])
         return name == self.text
+
+    @staticmethod
+    def any_covers(rules: Iterable[NameRule]) -> Callable[[str], bool]:
+        """Whether any of ``rules`` covers a name, as one set look-up and one
+        ``startswith``: for checking a whole environment at once."""
+        exact = {rule.text for rule in rules if not rule.text.endswith("*")}
+        prefixes = tuple(rule.text[:-1] for rule in rules if rule.text.endswith("*"))
+        return lambda name: name in exact or name.startswith(prefixes)
 
 
 R = TypeVar("R", paths.PathRule, hosts.HostRule, NameRule)

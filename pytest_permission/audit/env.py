@@ -72,9 +72,10 @@ def install(guard: Guard) -> dict[str, Handler]:
         grant = guard.effective.grant(ENV)
         if grant.everything:
             return lambda name: True
-        rules = (*grant.rules, PYTEST_OWN, INHERITED_POLICY,
-                 *(IMPLICIT if guard.implicit.enabled else ()))
-        return lambda name: any(rule.covers(name) for rule in rules)
+        return NameRule.any_covers((
+            *grant.rules, PYTEST_OWN, INHERITED_POLICY,
+            *(IMPLICIT if guard.implicit.enabled else ()),
+        ))
 
     def visible(name: str) -> bool:
         return shown()(name)
