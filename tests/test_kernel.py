@@ -161,6 +161,26 @@ def test_the_child_runs_with_no_new_privileges_and_a_seccomp_filter(
     off.stdout.fnmatch_lines(["*assert 'NoNewPrivs:\\t1' in *"])
 
 
+def test_no_landlock_ruleset_reaches_the_test_body(pytester: pytest.Pytester) -> None:
+    """The ruleset is built in the parent and inherited; the child closes it before
+    the body runs, so C code in the test cannot add rules to it."""
+    pytester.makepyfile('''
+        import os, pytest
+
+        @pytest.mark.permission(fs_read=["/proc"])
+        @pytest.mark.parametrize("n", range(3))
+        def test_descriptors(n):
+            links = []
+            for fd in os.listdir("/proc/self/fd"):
+                try:
+                    links.append(os.readlink(f"/proc/self/fd/{fd}"))
+                except OSError:
+                    pass
+            assert "anon_inode:[landlock-ruleset]" not in links, links
+    ''')
+    pytester.runpytest("--permission-kernel=require").assert_outcomes(passed=3)
+
+
 def test_a_kernel_refusal_in_a_failure_names_the_grant(
     pytester: pytest.Pytester, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
