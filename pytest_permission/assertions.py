@@ -16,7 +16,7 @@ from types import TracebackType
 
 import pytest
 
-from pytest_permission import hosts, paths, scopes
+from pytest_permission import audit, hosts, paths, scopes
 from pytest_permission.errors import CODE, AccessDenied
 
 __all__ = ["RaisesAccessDenied", "assert_access_denied", "raises_access_denied"]
@@ -137,14 +137,30 @@ class RaisesAccessDenied:
         __tracebackhide__ = True
         if exc_val is None:
             pytest.fail("DID NOT RAISE AccessDenied")
-        if not isinstance(exc_val, AccessDenied) or exc_tb is None:
+        denial = _denial_in(exc_val)
+        if denial is None or exc_tb is None:
             return False  # as pytest.raises: any other exception propagates
         assert self.excinfo is not None, "__exit__ without __enter__"
-        self.excinfo.fill_unfilled((type(exc_val), exc_val, exc_tb))
-        blocks = _mismatches(exc_val, self.permission, self.resource)
+        self.excinfo.fill_unfilled((type(denial), denial, denial.__traceback__ or exc_tb))
+        blocks = _mismatches(denial, self.permission, self.resource)
         if blocks:
             pytest.fail("\n".join(blocks))
+        guard = audit.active()
+        if guard is not None:
+            guard.expect(denial)
         return True
+
+
+def _denial_in(error: BaseException) -> AccessDenied | None:
+    """``error`` or, when a library raised an error of its own, the denial that caused it."""
+    seen = set()
+    found: BaseException | None = error
+    while found is not None and id(found) not in seen:
+        if isinstance(found, AccessDenied):
+            return found
+        seen.add(id(found))
+        found = found.__cause__ or found.__context__
+    return None
 
 
 def raises_access_denied(
@@ -154,6 +170,12 @@ def raises_access_denied(
 
     ``permission`` is the error's field (``"FileSystemRead"``) or the scope
     (``"fs.read"``); ``resource`` compares as a normalised absolute path where
-    it is one and as ``host:port`` for net. Returns pytest's ``ExceptionInfo``.
+    it is one and as ``host:port`` for net. Returns pytest's ``ExceptionInfo``,
+    of the denial.
+
+    An error a library raised because of a denial (urllib's ``URLError``,
+    requests' ``ConnectionError``) counts when the denial is in its
+    ``__cause__``/``__context__`` chain, and that denial is then expected, not
+    swallowed.
     """
     return RaisesAccessDenied(permission, resource)

@@ -178,6 +178,45 @@ def test_other():
     result.stdout.no_fnmatch_line("*DID NOT RAISE*")
 
 
+def test_a_library_error_caused_by_a_denial_counts(pytester: pytest.Pytester) -> None:
+    # urllib turns the denial into URLError: the helper finds the denial in the
+    # chain and marks it expected; pytest.raises(URLError) alone leaves it
+    # swallowed, so that test gets the warning
+    pytester.makepyfile(
+        """
+        import urllib.error, urllib.request, pytest
+        from pytest_permission import raises_access_denied
+
+        @pytest.mark.permission()
+        def test_helper():
+            with raises_access_denied("net", resource="127.0.0.1:8080") as info:
+                urllib.request.urlopen("http://127.0.0.1:8080/")
+            assert info.value.resource == "127.0.0.1:8080"
+
+        @pytest.mark.permission()
+        def test_library_error_only():
+            with pytest.raises(urllib.error.URLError):
+                urllib.request.urlopen("http://127.0.0.1:8080/")
+
+        @pytest.mark.permission()
+        def test_wrong_resource():
+            with raises_access_denied("net", resource="127.0.0.1:9"):
+                urllib.request.urlopen("http://127.0.0.1:8080/")
+        """
+    )
+    result = pytester.runpytest_subprocess()
+    result.assert_outcomes(passed=2, failed=1, warnings=1)
+    result.stdout.fnmatch_lines(
+        [
+            "E *AccessDenied resource mismatch",
+            "*warnings summary*",
+            "*::test_library_error_only",
+            "*SwallowedDenialWarning: the code under test swallowed 1 access denial(s):",
+            "*Net 127.0.0.1:8080 at *",
+        ]
+    )
+
+
 def test_assert_access_denied_failures(pytester: pytest.Pytester) -> None:
     result = run(
         pytester,

@@ -54,6 +54,8 @@ class Guard:
         self.raised: dict[int, AccessDenied] = {}
         """The error each raised denial produced, by index in ``denials``: the
         plugin tells a denial the test handled from one the code swallowed."""
+        self.expected: set[int] = set()
+        """``id()`` of the errors the test asserted on (see :meth:`expect`)."""
         self._handlers: dict[str, Handler] = {}
         """Every registered handler; :attr:`_live` holds those in force."""
         self._live: dict[str, Handler] = {}
@@ -112,6 +114,10 @@ class Guard:
         self.changed()
 
     # -- for scope modules ---------------------------------------------------
+
+    def expect(self, error: AccessDenied) -> None:
+        """The test asserted on ``error`` (even inside a library's own error): not swallowed."""
+        self.expected.add(id(error))
 
     def register(self, handlers: Mapping[str, Handler], *, exclusive: bool = True) -> None:
         """Add event handlers; two for one event both run, in order.
