@@ -2,10 +2,10 @@
 
 ``install()`` is irreversible (audit hooks cannot be removed), which is why
 the plugin calls it only in a forked child; the hooks themselves are put in
-place, switched off, in the pytest process (``arm()``). The per-scope rules live in one
-module each (``fs``, ``net``, ``process``, ``runtime``, ``env``); the
-:class:`~pytest_permission.audit.guard.Guard` holds the policy and the
-denials and dispatches events to them.
+place, switched off, in the pytest process (``arm()``). The per-scope rules
+live in one module each (``fs``, ``net``, ``process``, ``runtime``,
+``env``); the :class:`~pytest_permission.audit.guard.Guard` holds the
+policy and the denials and dispatches events to them.
 """
 
 from __future__ import annotations
