@@ -74,9 +74,11 @@ def prepare(item: pytest.Item, plan: Plan) -> Prepared:
         plan.policy, implicit=plan.implicit, observe=plan.observe,
         extra_read=read, extra_write=write,
     )
-    layer = kernel.prepare(plan, read=[*read, str(item.path)], write=write)
     exported = None if plan.observe else startup.encode(plan.policy, plan.implicit)
-    return Prepared(guard, layer, exported, _Output(item))
+    output = _Output(item)
+    # last: it opens descriptors, which Prepared closes once it exists
+    layer = kernel.prepare(plan, read=[*read, str(item.path)], write=write)
+    return Prepared(guard, layer, exported, output)
 
 
 class ChildRole:
