@@ -17,7 +17,7 @@ from types import TracebackType
 import pytest
 
 from pytest_permission import audit, hosts, paths, scopes
-from pytest_permission.errors import CODE, AccessDenied
+from pytest_permission.errors import CODE, AccessDenied, chain
 
 __all__ = ["RaisesAccessDenied", "assert_access_denied", "raises_access_denied"]
 
@@ -153,14 +153,7 @@ class RaisesAccessDenied:
 
 def _denial_in(error: BaseException) -> AccessDenied | None:
     """``error`` or, when a library raised an error of its own, the denial that caused it."""
-    seen = set()
-    found: BaseException | None = error
-    while found is not None and id(found) not in seen:
-        if isinstance(found, AccessDenied):
-            return found
-        seen.add(id(found))
-        found = found.__cause__ or found.__context__
-    return None
+    return next((found for found in chain(error) if isinstance(found, AccessDenied)), None)
 
 
 def raises_access_denied(

@@ -29,7 +29,7 @@ from typing import Any
 import pytest
 
 from pytest_permission import audit, coverage_relay, fork, kernel, startup, tools
-from pytest_permission.errors import Denial
+from pytest_permission.errors import Denial, chain
 from pytest_permission.plan import Plan
 
 INTERRUPTED = 130
@@ -149,10 +149,7 @@ class ChildRole:
 
     def swallowed(self, failure: BaseException | None) -> list[Denial]:
         """Denials neither handled by the test's own file nor failing the test."""
-        failing = set()
-        while failure is not None and id(failure) not in failing:
-            failing.add(id(failure))
-            failure = failure.__cause__ or failure.__context__
+        failing = {id(error) for error in chain(failure)}
         test_file = str(self.item.path)
         out = []
         for index, denial in enumerate(self.guard.denials):

@@ -7,6 +7,7 @@ with a real ``EACCES`` degrades the same way under a policy.
 from __future__ import annotations
 
 import errno
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -83,3 +84,15 @@ class Denial:
             str(data["where"]),
             bool(data.get("raised", True)),
         )
+
+
+def chain(error: BaseException | None) -> Iterator[BaseException]:
+    """``error``, then what caused it (``__cause__``, else ``__context__``), and so on.
+
+    A library's own error often wraps a denial or an ``OSError`` this way.
+    """
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        yield error
+        error = error.__cause__ or error.__context__

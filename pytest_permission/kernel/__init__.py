@@ -241,18 +241,15 @@ def explain(error: BaseException) -> str | None:
 
 def _os_error(error: BaseException | None) -> OSError | None:
     """The first ``EACCES``/``EPERM`` error in the chain that is not an ``AccessDenied``."""
-    from pytest_permission.errors import AccessDenied
+    from pytest_permission.errors import AccessDenied, chain
 
-    seen = set()
-    while error is not None and id(error) not in seen:
-        seen.add(id(error))
+    for found in chain(error):
         if (
-            isinstance(error, OSError)
-            and not isinstance(error, AccessDenied)
-            and error.errno in (errno.EACCES, errno.EPERM)
+            isinstance(found, OSError)
+            and not isinstance(found, AccessDenied)
+            and found.errno in (errno.EACCES, errno.EPERM)
         ):
-            return error
-        error = error.__cause__ or error.__context__
+            return found
     return None
 
 
