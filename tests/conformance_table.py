@@ -17,12 +17,13 @@ Sources of the vectors: Node's ``test/parallel/test-permission-fs-wildcard.js``
 same allow list, written here as ``has()`` queries).
 
 Where we knowingly answer differently (:data:`DIVERGENCES`, both answers
-asserted): Node's radix-tree lookup accepts a ``*`` grant's prefix minus its
-last character and, depending on which other grants split the tree, a lone
-``/etc/passwd.*`` covers ``/etc/passwd`` while ``/q/r/*`` next to ``/q/rs``
-stops covering ``/q/r``; we apply the documented rule (the prefix, plus the
-folder itself when the prefix ends in a separator) whatever the other
-grants. ``has('addons')`` is an unknown scope to Node (false) and our alias
+asserted): in Node's radix tree a sibling grant can split the tree so that
+``/q/r/*`` next to ``/q/rs`` stops covering the folder ``/q/r``; we apply the
+documented rule (the prefix, plus the folder itself when the prefix ends in
+a separator) whatever the other grants. (Node 26.10's other quirks, a ``*``
+grant covering its prefix minus one character and a lone ``/etc/passwd.*``
+covering ``/etc/passwd``, are gone in 26.12: those rows are now in
+:data:`CASES`.) ``has('addons')`` is an unknown scope to Node (false) and our alias
 of ``addon``. Unknown scopes are ``false`` in Node and a ``ValueError`` here
 (tested in ``test_conformance.py`` only, Node has no error to compare).
 """
@@ -30,6 +31,11 @@ of ``addon``. Unknown scopes are ``false`` in Node and a ``ValueError`` here
 from __future__ import annotations
 
 from typing import NamedTuple
+
+NODE_RELEASE = "26.12.1"
+"""The Node release this table describes; ``.ci/run`` installs exactly this one.
+Moving to a newer Node: change it here, run the conformance tests, and move
+the rows Node now answers differently."""
 
 LAYOUT = ("dir/", "dir/sub/", "dir/file.txt", "file.txt")
 """Created under ``{tmp}`` before the grants are parsed."""
@@ -452,35 +458,32 @@ CASES: tuple[Case, ...] = (
             ("wasi", None, False),
         ),
     ),
+    Case(
+        # Node 26.10 accepted a "*" grant's prefix minus its last character
+        # ("{tmp}/di*" covered "{tmp}/d"); 26.12 follows the documented rule.
+        "star-grant-does-not-cover-its-prefix-minus-one-character",
+        _read("{tmp}/di*", "{tmp}/dir/sub/*"),
+        (),
+        (("fs.read", "{tmp}/d", False), ("fs.read", "{tmp}/dir/sub", True)),
+    ),
+    Case(
+        # Node 26.10 let a lone "/etc/passwd.*" cover "/etc/passwd"; 26.12 does not.
+        "lone-star-grant-does-not-cover-its-stem",
+        _read("/etc/passwd.*"),
+        (),
+        (("fs.read", "/etc/passwd", False), ("fs.read", "/etc/passwd.d", True)),
+    ),
+    Case(
+        # Node 26.10 let a lone "/example/foo*" cover "/example/fo"; 26.12 does not.
+        "lone-star-grant-does-not-cover-a-shorter-prefix",
+        _read("/example/foo*"),
+        (),
+        (("fs.read", "/example/fo", False), ("fs.read", "/example/foo", True)),
+    ),
 )
 
 
 DIVERGENCES: tuple[Divergence, ...] = (
-    Divergence(
-        # Node's lookup accepts a "*" grant's prefix minus its last character
-        # ("/home/foo/*" covers "/home/foo"); we do so only where that
-        # character is a separator, as documented.
-        "star-grant-covers-its-prefix-minus-one-character-in-node",
-        _read("{tmp}/di*", "{tmp}/dir/sub/*"),
-        (),
-        (("fs.read", "{tmp}/d", False, True), ("fs.read", "{tmp}/dir/sub", True, True)),
-    ),
-    Divergence(
-        # Alone in the tree, the "/etc/passwd" node has a wildcard child that
-        # Node's lookup accepts; with any other grant present it does not
-        # (see node-wildcard-nested). The documented rule: prefix "/etc/passwd.".
-        "lone-star-grant-covers-its-stem-in-node",
-        _read("/etc/passwd.*"),
-        (),
-        (("fs.read", "/etc/passwd", False, True), ("fs.read", "/etc/passwd.d", True, True)),
-    ),
-    Divergence(
-        # Same quirk: a lone "/example/foo*" makes Node accept the shorter "/example/fo".
-        "lone-star-grant-covers-a-shorter-prefix-in-node",
-        _read("/example/foo*"),
-        (),
-        (("fs.read", "/example/fo", False, True), ("fs.read", "/example/foo", True, True)),
-    ),
     Divergence(
         # "/q/r/*" covers the folder "/q/r" (as "/home/foo/*" covers "/home/foo"
         # in Node's own test), but a sibling grant "/q/rs" splits Node's tree so

@@ -4,9 +4,12 @@ Every row of :mod:`conformance_table` is asserted against
 ``Policy.from_node_args(...).dropped(...).has(...)``, and, when a Node 26
 binary is found (``PYTEST_PERMISSION_NODE``, else ``node`` on ``PATH``),
 against ``node --permission <flags> -e <script>``, run once per grant set
-with all its queries batched. The divergences (Node's radix-tree quirks,
-where we keep the documented rule) are asserted on both sides too, each
-with its own expected answer, so a change in Node shows up in CI.
+with all its queries batched. Only the pinned release (``NODE_RELEASE``)
+counts: another Node is skipped (failed when ``PYTEST_PERMISSION_NODE``
+names it), since the table says what that release answers. The divergences
+(Node's radix-tree quirks, where we keep the documented rule) are asserted
+on both sides too, each with its own expected answer, so a change in Node
+shows up when the pin moves.
 """
 
 from __future__ import annotations
@@ -20,11 +23,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from conformance_table import CASES, DIVERGENCES, LAYOUT, Case, Divergence
+from conformance_table import CASES, DIVERGENCES, LAYOUT, NODE_RELEASE, Case, Divergence
 
 from pytest_permission import Policy
 
-NODE_VERSION = "v26"
+NODE_VERSION = "v" + NODE_RELEASE
 Query = tuple[str, str | None]
 GrantSet = tuple[tuple[str, ...], tuple[Query, ...]]
 
@@ -40,7 +43,7 @@ process.stdout.write(JSON.stringify(queries.map(has)));
 
 
 def find_node() -> tuple[str | None, str]:
-    """The Node 26 binary to compare with, or None and why not."""
+    """The pinned Node binary to compare with, or None and why not."""
     configured = os.environ.get("PYTEST_PERMISSION_NODE")
     candidate = configured or shutil.which("node")
     if candidate is None:
@@ -51,7 +54,7 @@ def find_node() -> tuple[str | None, str]:
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError) as exc:
         return None, f"{candidate} --version failed: {exc}"
-    if not version.startswith(NODE_VERSION + "."):
+    if version != NODE_VERSION:
         return None, f"{candidate} is Node {version}; the reference is Node {NODE_VERSION}"
     return candidate, version
 

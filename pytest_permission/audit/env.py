@@ -16,11 +16,11 @@ three cases apart:
 
 With implicit grants on, ``PATH``, ``HOME``, ``TMPDIR``, ``TZ``, ``LANG``,
 ``LC_*``, ``TERM``, ``PYTHON*``, the colour switches ``PY_COLORS``,
-``NO_COLOR``, ``FORCE_COLOR`` and the CI markers ``CI``, ``BUILD_NUMBER``
-stay visible: pytest reads the last five while it reports a failure in the
-child (colour, and whether to truncate an assertion explanation), and
-hiding them would both change the report and log a denial the test never
-made. ``PYTEST_CURRENT_TEST``
+``NO_COLOR``, ``FORCE_COLOR``, the CI markers ``CI``, ``BUILD_NUMBER`` and
+the terminal size ``COLUMNS``, ``LINES`` stay visible: pytest reads the last
+seven while it reports a failure in the child (colour, width, and whether to
+truncate an assertion explanation), and hiding them would both change the
+report and log a denial the test never made. ``PYTEST_CURRENT_TEST``
 always does: pytest sets and removes it around each phase, in the child too,
 so like the plugin's own files it is granted even with ``implicit=False``.
 ``/proc/self/environ`` still shows the environment the process started
@@ -47,12 +47,13 @@ IMPLICIT = tuple(
     NameRule(name)
     for name in (
         "PATH", "HOME", "TMPDIR", "TZ", "LANG", "LC_*", "TERM", "PYTHON*",
-        "PY_COLORS", "NO_COLOR", "FORCE_COLOR", "CI", "BUILD_NUMBER",
+        "PY_COLORS", "NO_COLOR", "FORCE_COLOR", "CI", "BUILD_NUMBER", "COLUMNS", "LINES",
     )
 )
 """Variables granted while implicit grants are on (spec section 3), plus the
-colour switches and CI markers pytest (and hypothesis) read on the test's
-behalf while reporting a failure."""
+colour switches, CI markers and terminal size that pytest, argparse and
+hypothesis read on the test's behalf (``shutil.get_terminal_size``); tox and
+xdist workers set ``COLUMNS``/``LINES``, so hiding them made runs differ."""
 
 PYTEST_OWN = NameRule("PYTEST_CURRENT_TEST")
 """Set by pytest itself around every phase, so granted even with ``implicit=False``."""
