@@ -1,38 +1,55 @@
-"""The child's role: enforce, run the test body, send back what happened, leave.
+"""The child's role: enforce, run the call phase as pytest would, send back its reports, leave.
 
-Runs only in the process :func:`pytest_permission.fork.fork` made, and only
-around ``item.runtest()``: everything else of the call phase (capture,
-logging, warnings, skipping, the report) happens in the parent, exactly as
-in an unrestricted run. That keeps the child's work, and so the pages it
-copies from the parent, to the test body itself.
+Runs only in the process :func:`pytest_permission.fork.fork` made, which
+goes on exactly where the parent forked: inside pytest's own
+``call_and_report``, where ``item.runtest()`` is called. So the child runs
+the test body and then the rest of the call phase as an unforked run would
+— the wrappers' reading of captured output and logs, pytest's
+``CallInfo``, the ``pytest_runtest_makereport`` hook, and with ``--pdb``
+the debugger — and every item type reports as it would unforked:
+unittest's result collection, subtests, doctests and ``xfail(raises=...)``
+happen where their state lives.
 
-What the parent cannot see is sent back: the outcome (the exception,
-pickled where possible, and the failure's formatted ``longrepr``, since a
-traceback cannot cross processes), output written to in-memory capture
-buffers, log text, user properties, warnings and denials. The child leaves
-with ``os._exit`` so no atexit handler of the parent's runs twice.
+The child's hook calls go through :meth:`ChildRole._hookexec`: reports that
+would be logged (a subtest's, the call report) are kept instead of reaching
+the terminal, JUnit or an xdist channel, and the first hook of the next
+phase (``pytest_runtest_teardown``) ends the child. It then sends the
+reports as JSON data — formatted, like every other text made from the
+test's objects, while enforcement is still on — and leaves with
+``os._exit``, running no atexit handler of the parent's.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
-import pickle
 import signal
 import sys
-import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
+from types import TracebackType
 from typing import Any
 
 import pytest
 
-from pytest_permission import audit, coverage_relay, fork, kernel, startup, tools
+from pytest_permission import audit, coverage_relay, kernel, startup, tools, transport
 from pytest_permission.errors import Denial, chain
+from pytest_permission.fork import Writer
 from pytest_permission.plan import Plan
 
-INTERRUPTED = 130
+CHILD_FAILED = 70
+"""Exit status of a child whose own machinery failed (``EX_SOFTWARE``)."""
+
+ROLE = pytest.StashKey["ChildRole"]()
+"""On the item, in the child only: the role running its call phase."""
+
+_PHASE_OVER = frozenset({
+    "pytest_runtest_teardown", "pytest_runtest_logfinish", "pytest_runtest_protocol",
+    "pytest_runtest_setup", "pytest_runtest_logstart", "pytest_internalerror",
+    "pytest_keyboard_interrupt", "pytest_sessionfinish", "pytest_unconfigure",
+    "pytest_terminal_summary",
+})
+"""Hooks that run only after the call phase: the first one ends the child."""
 
 
 class SwallowedDenialWarning(pytest.PytestWarning):
@@ -51,12 +68,8 @@ class Prepared:
     kernel: kernel.Prepared | None
     exported: str | None
     """The policy for Python subprocesses; ``None`` in an audit (nothing to enforce)."""
-    output: _Output
 
-    def __enter__(self) -> Prepared:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
+    def close(self) -> None:
         """In the parent, after the fork: close its copies of what was opened for the child."""
         if self.kernel is not None:
             self.kernel.close()
@@ -75,21 +88,51 @@ def prepare(item: pytest.Item, plan: Plan) -> Prepared:
         extra_read=read, extra_write=write,
     )
     exported = None if plan.observe else startup.encode(plan.policy, plan.implicit)
-    output = _Output(item)
     # last: it opens descriptors, which Prepared closes once it exists
     layer = kernel.prepare(plan, read=[*read, str(item.path)], write=write)
-    return Prepared(guard, layer, exported, output)
+    return Prepared(guard, layer, exported)
+
+
+def run(
+    item: pytest.Item, plan: Plan, writer: Writer, prepared: Prepared,
+    runtest: Callable[[], object],
+) -> None:
+    """In the child: restrict the process, run the body, judge swallowed denials.
+
+    Returns or raises as the body did, so pytest goes on with the call phase
+    here; the next phase's first hook ends the child (:meth:`ChildRole.finish`).
+    """
+    role = ChildRole(item, plan, writer, prepared)
+    try:
+        runtest()
+    except BaseException as exc:
+        if isinstance(exc, role.stops):
+            role.finish(stop=exc)
+        role.judge(exc)
+        raise
+    role.judge(None)
 
 
 class ChildRole:
-    """Enforces a plan in the forked child and reports the body's outcome."""
+    """Enforces a plan in the forked child and reports the call phase's outcome."""
 
-    def __init__(self, item: pytest.Item, plan: Plan, writer: int, prepared: Prepared) -> None:
+    def __init__(self, item: pytest.Item, plan: Plan, writer: Writer, prepared: Prepared) -> None:
         self.item = item
         self.plan = plan
         self.writer = writer
-        self.warnings: list[dict[str, Any]] = []
-        self.output = prepared.output
+        config = item.config
+        self.stops: tuple[type[BaseException], ...] = (pytest.exit.Exception,) + (
+            () if config.getoption("usepdb", False) else (KeyboardInterrupt,)
+        )
+        """What pytest's ``call_and_report`` lets through: it stops the session."""
+        self.sections = len(item._report_sections)
+        self.failed_subtests = count_failed_subtests(item)
+        self.logged: list[pytest.TestReport] = []
+        self.final: pytest.TestReport | None = None
+        self.raised = False
+        self.notes: list[str] = []
+        self.recorded: list[dict[str, Any]] = []
+        """Warnings pytest recorded in the child (``pytest_warning_recorded``), as data."""
         self.coverage = coverage_relay.capture()
         if prepared.exported is not None:  # an audit enforces nothing, in subprocesses neither
             startup.export(prepared.exported)
@@ -97,7 +140,7 @@ class ChildRole:
         try:  # before the audit layer, which would refuse its ctypes calls
             kernel.apply(prepared.kernel)
         except kernel.KernelError as exc:
-            fork.send(writer, {"error": str(exc)})
+            self.send({"error": str(exc)})
             os._exit(1)
         self.guard = audit.install(
             plan.policy, implicit=plan.implicit, observe=plan.observe, prepared=prepared.guard
@@ -105,31 +148,14 @@ class ChildRole:
         kernel.follow(self.guard)
         if not plan.observe:
             startup.propagate(self.guard)
-
-    def run(self, runtest: Callable[[], object]) -> None:
-        """Run the test body under the plan, send the outcome, and exit."""
         signal.signal(signal.SIGINT, signal.default_int_handler)
-        start = time.time()
-        failure: BaseException | None = None
-        with warnings.catch_warnings(record=True) as log:
-            try:
-                runtest()
-            except (KeyboardInterrupt, pytest.exit.Exception) as stop:
-                self.leave({"stop": type(stop).__name__, "reason": str(stop)})
-            except BaseException as exc:
-                failure = exc
-            try:
-                self.judge(failure)
-            except BaseException as exc:  # strict, or a warning filtered to "error"
-                failure = exc
-            finally:
-                self.guard.retire()
-                self.warnings = [_warning(w) for w in log]
-        message: dict[str, Any] = {}
-        if failure is not None:
-            message["exception"] = _portable(failure)
-            message["report"] = self.failure_report(failure, start)
-        self.leave(message)
+        self._warnings = warnings.catch_warnings(record=True)
+        self.warnings = self._warnings.__enter__()
+        self._inner = config.pluginmanager._inner_hookexec
+        config.pluginmanager._inner_hookexec = self._hookexec  # type: ignore[assignment]
+        item.stash[ROLE] = self
+
+    # -- the call phase ------------------------------------------------------
 
     def judge(self, failure: BaseException | None) -> None:
         """Warn about swallowed denials, or fail the test under ``strict``."""
@@ -163,116 +189,175 @@ class ChildRole:
             out.append(denial)
         return out
 
-    def failure_report(self, failure: BaseException, start: float) -> dict[str, Any]:
-        """The failure formatted here, where its traceback lives, as pytest serialises it."""
-        def again() -> None:
-            raise failure
+    def _hookexec(
+        self, name: str, impls: list[Any], kwargs: dict[str, Any], firstresult: bool
+    ) -> Any:
+        """Every hook call in the child: keep reports, end with the call phase."""
+        if name in _PHASE_OVER:
+            self.finish()
+        if name == "pytest_runtest_logreport":
+            report = kwargs["report"]
+            self.logged.append(report)
+            self.item.session.pytest_runtest_logreport(report)  # -x / --maxfail bookkeeping
+            return []
+        if name == "pytest_warning_recorded":
+            self.recorded.append(_warning(kwargs["warning_message"]))
+            return []
+        if name == "pytest_exception_interact":
+            return self._interact(impls, kwargs, firstresult)
+        if name == "pytest_runtest_makereport" and kwargs["call"].excinfo is not None:
+            _drop_own_frames(kwargs["call"].excinfo.tb)
+            self.guard.implicit.sources.update(_source_files(kwargs["call"].excinfo.value))
+        result = self._inner(name, impls, kwargs, firstresult)
+        if name == "pytest_runtest_makereport" and isinstance(result, pytest.TestReport):
+            call = kwargs["call"]
+            if call.when == "call" and kwargs["item"] is self.item:
+                self.final = result
+                self.raised = call.excinfo is not None
+                self._annotate(result, call)
+        return result
 
-        call = pytest.CallInfo.from_call(again, when="call")
-        call.start = start
-        report = pytest.TestReport.from_item_and_call(self.item, call)
-        hint = kernel.explain(failure)
+    def _annotate(self, report: pytest.TestReport, call: pytest.CallInfo[None]) -> None:
+        """Add the kernel layer's explanation to a failure it probably caused."""
+        if call.excinfo is None or not report.failed:
+            return
+        hint = kernel.explain(call.excinfo.value)
         addsection = getattr(report.longrepr, "addsection", None)
         if hint is not None and addsection is not None:
             addsection("permission", hint)
-        config = self.item.config
-        data: dict[str, Any] = config.hook.pytest_report_to_serializable(
-            config=config, report=report
-        )
-        return data
 
-    def leave(self, message: dict[str, Any]) -> None:
-        message["warnings"] = self.warnings
-        message["denials"] = [d.to_dict() for d in self.guard.denials]
-        if self.coverage is not None:
-            self.guard.retire()  # coverage's in-memory database is no access of the test's
-            message["coverage"] = self.coverage.collected()
-        message.update(self.output.collect())
+    def _interact(self, impls: list[Any], kwargs: dict[str, Any], firstresult: bool) -> Any:
+        """``--pdb``: the debugger runs here, in the failing test's process, on a terminal."""
+        if not _on_terminal():
+            if self.item.config.getoption("usepdb", False):
+                self.notes.append(
+                    "--pdb: not entered: a restricted test fails in its forked child, where "
+                    "the debugger needs standard input to be a terminal, and it is not one"
+                )
+            return []
         try:
-            fork.send(self.writer, message)
-        except Exception as exc:  # an unpicklable user property, most likely
-            for key in ("report", "exception", "user_properties"):
-                message.pop(key, None)
-            message["error"] = f"could not send the outcome: {exc!r}"
-            fork.send(self.writer, message)
-        finally:
-            os._exit(INTERRUPTED if "stop" in message else 0)
+            return self._inner("pytest_exception_interact", impls, kwargs, firstresult)
+        except (pytest.exit.Exception, KeyboardInterrupt) as stop:  # "quit" in the debugger
+            self.finish(stop=stop)
 
+    # -- the end -----------------------------------------------------------------
 
-class _Output:
-    """What the child writes where the parent cannot read it afterwards.
+    def finish(self, stop: BaseException | None = None) -> None:
+        """Send what happened, formatted under enforcement, and exit. Never returns."""
+        try:
+            message = self.message(stop)
+            encoded = transport.encode(message)  # every repr() still under enforcement
+            self.guard.retire()
+            if self.coverage is not None:  # coverage's own in-memory database: no test access
+                encoded = encoded[:-1] + b',"coverage":' + transport.encode(
+                    {"data": self.coverage.collected()}
+                ) + b"}"
+            self.writer.send(encoded)
+        except BaseException as exc:  # the plugin's own failure: say so, never hang or go on
+            self.guard.retire()
+            try:
+                self.send({"error": f"the forked test process failed to report: {exc!r}"})
+            finally:
+                os._exit(CHILD_FAILED)
+        os._exit(0)
 
-    File-descriptor capture writes to files shared with the parent; only
-    in-memory buffers (``--capture=sys``, the log report handler) and the
-    item's user properties need sending. Made in the parent just before the
-    fork: where each of them ends is the same in the child.
-    """
-
-    def __init__(self, item: pytest.Item) -> None:
-        self.item = item
-        self.properties = len(item.user_properties)
-        self.streams = {name: _memory_length(getattr(sys, name)) for name in ("stdout", "stderr")}
-        self.log = _log_stream(item)
-        self.log_start = len(self.log.getvalue()) if self.log is not None else 0
-
-    def collect(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"user_properties": self.item.user_properties[self.properties :]}
-        for name, start in self.streams.items():
-            stream = getattr(sys, name)
-            if start is not None and hasattr(stream, "getvalue"):
-                out[name] = stream.getvalue()[start:]
-            else:
-                with contextlib.suppress(Exception):
-                    stream.flush()
-        if self.log is not None:
-            out["log"] = self.log.getvalue()[self.log_start :]
-        return out
-
-
-def _memory_length(stream: Any) -> int | None:
-    """The length of an in-memory capture buffer, ``None`` for a real stream."""
-    getvalue = getattr(stream, "getvalue", None)
-    return len(getvalue()) if callable(getvalue) else None
-
-
-def _log_stream(item: pytest.Item) -> Any:
-    plugin = item.config.pluginmanager.get_plugin("logging-plugin")
-    handler = getattr(plugin, "report_handler", None)
-    stream = getattr(handler, "stream", None)
-    return stream if hasattr(stream, "getvalue") else None
-
-
-def _portable(failure: BaseException) -> dict[str, Any]:
-    """The exception in a form the parent can raise again.
-
-    pytest's outcome exceptions (skip, fail, xfail) are not picklable (their
-    ``__module__`` is ``builtins``), so they travel as their kind and fields.
-    """
-    outcomes = {
-        pytest.skip.Exception: "skip",
-        pytest.fail.Exception: "fail",
-        pytest.xfail.Exception: "xfail",
-    }
-    for kind_type, kind in outcomes.items():
-        if type(failure) is kind_type:
-            return {
-                "outcome": kind,
-                "msg": getattr(failure, "msg", None) or "",
-                "pytrace": getattr(failure, "pytrace", True),
-                "fields": dict(failure.__dict__),
+    def message(self, stop: BaseException | None) -> dict[str, Any]:
+        """The call phase as data: the reports pytest would have logged, and what goes with them."""
+        self._warnings.__exit__(None, None, None)
+        config = self.item.config
+        message: dict[str, Any] = {
+            "warnings": self.recorded + [_warning(w) for w in self.warnings],
+            "sections": self.item._report_sections[self.sections :],
+            "user_properties": transport.plain(self.item.user_properties),
+            "notes": self.notes,
+            "failed_subtests": count_failed_subtests(self.item) - self.failed_subtests,
+        }
+        if stop is not None:
+            message["stop"] = {
+                "interrupt": not isinstance(stop, pytest.exit.Exception),
+                "reason": str(getattr(stop, "msg", "") or ""),
+                "returncode": getattr(stop, "returncode", None),
             }
+        final = self.final
+        message["reports"] = [
+            config.hook.pytest_report_to_serializable(config=config, report=report)
+            for report in self.logged
+            if report is not final
+        ]
+        message["denials"] = [d.to_dict() for d in self.guard.denials]
+        if final is not None and stop is None:
+            message["final"] = config.hook.pytest_report_to_serializable(
+                config=config, report=final
+            )
+            message["raised"] = self.raised
+        return message
+
+    def send(self, message: dict[str, Any]) -> None:
+        self.writer.send(transport.encode(message))
+
+
+_OWN_MODULES = frozenset({__name__, "pytest_permission.isolation"})
+
+
+def _drop_own_frames(tb: TracebackType | None) -> None:
+    """Unlink the plugin's frames around the body from a traceback, in place.
+
+    Between pytest's runner and the test body the child has two frames of
+    its own (``isolation._forked``, :func:`run`): without them even a
+    ``--tb=native`` traceback reads as it would in an unrestricted run.
+    """
+    while tb is not None and tb.tb_next is not None:
+        following = tb.tb_next
+        if following.tb_frame.f_globals.get("__name__") in _OWN_MODULES:
+            tb.tb_next = following.tb_next
+        else:
+            tb = following
+
+
+def count_failed_subtests(item: pytest.Item, add: int = 0) -> int:
+    """pytest 9's count of the test's failed subtests (``add`` to it first).
+
+    pytest fails a test whose ``subtests`` failed by this count, kept on
+    the config (a private stash key of ``_pytest.subtests``): the child
+    counts, the parent's terminal reporter reads, so the parent adds what
+    the child counted. Always 0 with pytest 8 (no built-in subtests).
+    """
     try:
-        return {"pickled": pickle.dumps(failure, protocol=pickle.HIGHEST_PROTOCOL)}
-    except Exception:
-        return {"type": f"{type(failure).__module__}.{type(failure).__qualname__}",
-                "text": str(failure)}
+        from _pytest.subtests import failed_subtests_key
+    except ImportError:
+        return 0
+    counts: dict[Any, int] = item.config.stash[failed_subtests_key]  # type: ignore[index]
+    key = getattr(item, "id", item.nodeid)  # pytest 9.2+ keys by the structured node id
+    if add:
+        counts[key] = counts.get(key, 0) + add
+    return counts.get(key, 0)
+
+
+def _source_files(error: BaseException) -> set[str]:
+    """The real paths of the files of every frame in ``error``'s traceback and its causes."""
+    found = set()
+    for link in chain(error):
+        tb = link.__traceback__
+        while tb is not None:
+            found.add(os.path.realpath(tb.tb_frame.f_code.co_filename))
+            tb = tb.tb_next
+    return found
+
+
+def _on_terminal() -> bool:
+    try:
+        return os.isatty(sys.stdin.fileno()) if sys.stdin is not None else False
+    except (OSError, ValueError):
+        return False
 
 
 def _warning(record: warnings.WarningMessage) -> dict[str, Any]:
+    """A warning as data: its category by name (with its bases), its text and place."""
     category = record.category
     return {
         "message": str(record.message),
-        "category": (category.__module__, category.__qualname__),
-        "filename": record.filename,
-        "lineno": record.lineno,
+        "category": [f"{c.__module__}.{c.__qualname__}" for c in category.__mro__],
+        "filename": str(record.filename),
+        "lineno": int(record.lineno or 0),
     }
+

@@ -5,9 +5,12 @@ pytest-cov 7 no longer handles forks, so without this the lines a restricted
 test runs would never be counted. Writing a data file from the child would
 need a write grant inside its sandbox (and, under the kernel layer, rights
 on the data folder); instead the child's tracer records into an in-memory
-:class:`coverage.CoverageData`, the child sends it back with its report,
-and the parent, unrestricted, appends it to one parallel data file per
-process (``<data_file>.<host>.pid<N>.X<random>x``). ``coverage combine``
+:class:`coverage.CoverageData`, the child sends what it measured back with
+its report as plain data (file names and line numbers or arcs: never
+coverage's own serialised database, which is an SQL script the parent
+would run), and the parent, unrestricted, checks the data's shape and
+appends it to one parallel data file per process
+(``<data_file>.<host>.pid<N>.X<random>x``). ``coverage combine``
 and pytest-cov's own combine step pick that file up like any other parallel
 file, so no grant is needed and nothing is written under enforcement.
 
@@ -41,11 +44,22 @@ class ChildCoverage:
         self.collector = collector
         self.data = data
 
-    def collected(self) -> bytes:
-        """What the child measured, serialised for the parent."""
+    def collected(self) -> dict[str, Any]:
+        """What the child measured, as plain data for the parent."""
         self.collector.flush_data()
-        data: bytes = self.data.dumps()
-        return data
+        data = self.data
+        arcs = bool(data.has_arcs())
+        measured = {
+            name: sorted(data.arcs(name) if arcs else data.lines(name) or ())
+            for name in data.measured_files()
+        }
+        tracers = {name: data.file_tracer(name) for name in measured}
+        return {
+            "context": getattr(data, "_current_context", None),
+            "arcs": arcs,
+            "measured": measured,
+            "tracers": {name: t for name, t in tracers.items() if t},
+        }
 
 
 def capture() -> ChildCoverage | None:
@@ -68,21 +82,52 @@ def capture() -> ChildCoverage | None:
     return ChildCoverage(collector, data)
 
 
-def merge(payload: bytes | None) -> None:
-    """In the parent: add a child's measurement to this process's parallel file."""
+def merge(payload: object) -> None:
+    """In the parent: add a child's measurement to this process's parallel file.
+
+    ``payload`` came from the child: anything but the shape
+    :meth:`ChildCoverage.collected` makes is ignored.
+    """
     global _parent_file
-    if not payload:
-        return
+    data = payload.get("data") if isinstance(payload, dict) else None
     cov = _running()
-    if cov is None:
+    if cov is None or not isinstance(data, dict) or not isinstance(data.get("measured"), dict):
         return
+    measured: dict[object, object] = data["measured"]
     from coverage import CoverageData
 
+    arcs = data.get("arcs") is True
+    checked = {
+        name: [_point(p, arcs) for p in points]
+        for name, points in measured.items()
+        if isinstance(name, str) and isinstance(points, list)
+    }
     child = CoverageData(no_disk=True)
-    child.loads(payload)
+    context = data.get("context")
+    if isinstance(context, str) and context:
+        child.set_context(context)
+    if arcs:
+        child.add_arcs(checked)
+    else:
+        child.add_lines(checked)
+    tracers = data.get("tracers")
+    if isinstance(tracers, dict):
+        child.add_file_tracers(
+            {n: t for n, t in tracers.items() if n in checked and isinstance(t, str)}
+        )
     if _parent_file is None:
         _parent_file = CoverageData(basename=_data_file(cov), suffix=True)
     _parent_file.update(child)
+
+
+def _point(point: object, arc: bool) -> Any:
+    """A line number, or an arc ``(from, to)``; ``ValueError`` for anything else."""
+    if arc and isinstance(point, list) and len(point) == 2:
+        if all(type(n) is int for n in point):
+            return (point[0], point[1])
+    elif not arc and type(point) is int:
+        return point
+    raise ValueError(f"not coverage data: {point!r}")
 
 
 def _data_file(cov: Any) -> str:

@@ -1,17 +1,32 @@
-"""Process plumbing for the forked call phase: fork, pipe, bounded wait, exit status.
+"""Process plumbing for the forked call phase: fork, report channel, bounded wait, reaping.
 
 Knows nothing of pytest or policies, so the parent and child roles
 (:mod:`pytest_permission.isolation`, :mod:`pytest_permission.child`) share
 one implementation of the parts that are easy to get wrong: no zombie, no
-leaked descriptor, no hang on a wedged child.
+leaked descriptor, no hang on a wedged child, and a report channel that the
+test body cannot write a believable report into by accident.
+
+The channel carries bytes, never objects: one frame, its length, the payload
+and an HMAC of it under a key drawn in the parent for this fork. In the
+child the write end is moved to a random high descriptor, close-on-exec, and
+the key lives only in the :class:`Writer`. A test body that writes to the
+channel (it found the descriptor, or inherited a guess) produces a frame the
+parent rejects; one that also digs the key out of the plugin's objects can
+still forge a report — the body runs in the same process as the code that
+reports on it, so no secret is out of reach of code that sets out to read
+its own process's memory. The README says so.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import functools
+import hashlib
+import hmac
 import os
-import pickle
+import resource
+import secrets
 import select
 import signal
 import struct
@@ -20,9 +35,10 @@ import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 _HEADER = struct.Struct("!Q")
+_DIGEST = hashlib.sha256
+_TAG = _DIGEST().digest_size
 PR_SET_PDEATHSIG = 1
 
 
@@ -32,17 +48,20 @@ class Child:
 
     pid: int
     reader: int
+    key: bytes
 
 
 @dataclass
 class Ended:
     """What the parent learnt from a child."""
 
-    message: Any | None
-    """The object the child sent, or ``None`` if it sent nothing whole."""
+    payload: bytes | None
+    """The one frame the child sent, verified; ``None`` if it sent none."""
     status: int
     """The raw ``waitpid`` status."""
     timed_out: bool = False
+    invalid: str | None = None
+    """Why what arrived was not one frame signed with this fork's key."""
 
     def describe(self) -> str:
         """How the child ended, in words (``killed by signal 11 (SIGSEGV)``)."""
@@ -58,13 +77,31 @@ class Ended:
         return f"exited with status {os.waitstatus_to_exitcode(self.status)}"
 
 
-def fork() -> tuple[Child | None, int | None]:
-    """Fork; the parent gets ``(Child, None)``, the child ``(None, writer)``.
+class Writer:
+    """The child's end of the report channel; sends one signed frame."""
+
+    __slots__ = ("_fd", "_key")
+
+    def __init__(self, fd: int, key: bytes) -> None:
+        self._fd = fd
+        self._key = key
+
+    def send(self, payload: bytes) -> None:
+        """Send the report (the child's last act)."""
+        tag = hmac.new(self._key, payload, _DIGEST).digest()
+        view = memoryview(_HEADER.pack(len(payload)) + payload + tag)
+        while view:
+            view = view[os.write(self._fd, view) :]
+
+
+def fork() -> tuple[Child | None, Writer | None]:
+    """Fork; the parent gets ``(Child, None)``, the child ``(None, Writer)``.
 
     Python 3.12+ warns when a process with threads forks; the child only runs
-    the test body and leaves with ``os._exit``, the case the warning is not
-    about, so it is silenced here rather than in the user's filters.
+    the test's call phase and leaves with ``os._exit``, the case the warning is
+    not about, so it is silenced here rather than in the user's filters.
     """
+    key = secrets.token_bytes(32)
     reader, writer = os.pipe()
     parent = os.getpid()
     _prctl()  # looked up here, so the child only calls it
@@ -74,9 +111,21 @@ def fork() -> tuple[Child | None, int | None]:
     if pid == 0:
         os.close(reader)
         _die_with(parent)
-        return None, writer
+        return None, Writer(_hide(writer), key)
     os.close(writer)
-    return Child(pid, reader), None
+    return Child(pid, reader, key), None
+
+
+def _hide(fd: int) -> int:
+    """Move ``fd`` to a random free descriptor number high up, close-on-exec."""
+    limit = min(resource.getrlimit(resource.RLIMIT_NOFILE)[0], 1 << 20)
+    if limit > 64:
+        with contextlib.suppress(OSError):  # no free number above: keep the one we have
+            lowest = limit // 2 + secrets.randbelow(limit // 2)
+            moved = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, lowest)
+            os.close(fd)
+            return moved
+    return fd
 
 
 @functools.cache
@@ -104,16 +153,8 @@ def _die_with(parent: int) -> None:
         os._exit(1)
 
 
-def send(writer: int, message: Any) -> None:
-    """Send one object to the parent (the child's last act)."""
-    data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
-    view = memoryview(_HEADER.pack(len(data)) + data)
-    while view:
-        view = view[os.write(writer, view) :]
-
-
 def wait(child: Child, timeout: float | None = None) -> Ended:
-    """Read the child's message and reap it; kill it if ``timeout`` passes.
+    """Read the child's frame and reap it; kill it if ``timeout`` passes.
 
     Any exception here (``KeyboardInterrupt`` above all) kills and reaps the
     child before it propagates.
@@ -139,7 +180,8 @@ def wait(child: Child, timeout: float | None = None) -> Ended:
     finally:
         os.close(child.reader)
     _, status = os.waitpid(child.pid, 0)
-    return Ended(_decode(b"".join(chunks)), status, timed_out)
+    payload, invalid = _verify(b"".join(chunks), child.key)
+    return Ended(payload, status, timed_out, invalid)
 
 
 def _kill(pid: int) -> None:
@@ -148,11 +190,18 @@ def _kill(pid: int) -> None:
     os.waitpid(pid, 0)
 
 
-def _decode(data: bytes) -> Any | None:
-    if len(data) < _HEADER.size:
-        return None
-    (size,) = _HEADER.unpack_from(data)
-    body = data[_HEADER.size : _HEADER.size + size]
-    if len(body) != size:
-        return None
-    return pickle.loads(body)
+def _verify(data: bytes, key: bytes) -> tuple[bytes | None, str | None]:
+    """The payload of the one frame in ``data``, or why there is none that counts."""
+    if not data:
+        return None, None
+    if len(data) >= _HEADER.size:
+        (size,) = _HEADER.unpack_from(data)
+        if len(data) == _HEADER.size + size + _TAG:
+            payload = data[_HEADER.size : _HEADER.size + size]
+            tag = hmac.new(key, payload, _DIGEST).digest()
+            if hmac.compare_digest(tag, data[-_TAG:]):
+                return payload, None
+    return None, (
+        f"its report channel carried {len(data)} bytes that are not one report signed by "
+        "the plugin (did the test write to the plugin's report descriptor?)"
+    )

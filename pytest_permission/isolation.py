@@ -1,26 +1,37 @@
-"""The parent's role: fork around the test body, relay what the child sent back.
+"""The parent's role: fork at the call phase, then relay what the child reported.
 
-Only ``item.runtest()`` runs in the child. The call phase around it —
-capture, logging, warnings, skipping, the report — runs in the parent
-through pytest's own hooks, so output capture and outcomes behave as in an
-unrestricted run, and plugins that drive the protocol themselves
-(pytest-rerunfailures, pytest-timeout) keep working beside this one.
+The fork happens where the test body starts: ``item.runtest`` is swapped
+for the call phase (by the innermost wrapper of ``pytest_runtest_call``, so
+every other wrapper — capture, logging, skipping — has set up in the parent
+and the child inherits it). The child runs the body and goes on from there
+through the rest of the call phase, exactly as an unforked run would,
+makes the call report with pytest's own hooks, and sends every report it
+would have logged (:mod:`pytest_permission.child`).
+The parent then puts those reports where pytest expects them: the subtest
+reports are logged at once, the call report is the answer to
+``pytest_runtest_makereport``, and the captured output, user properties and
+warnings of the call phase are added to the item and re-issued, so the
+teardown report and the warnings summary read as in an unrestricted run.
 
-The relay puts back what the parent could not see: in-memory output, log
-text, user properties and warnings are re-issued where pytest expects them;
-the child's exception is raised again (so ``xfail(raises=...)`` and friends
-see its type), and the failure text the child formatted from the real
-traceback replaces the parent's in the report.
+In the parent, the body's place is taken by a stand-in that returns, or
+raises a private ``Skipped`` subclass when the child's call raised, so
+pytest's own wrappers finish the call phase as usual (with nothing new to
+capture), and ``xfail`` does not judge the child's final report a second
+time: for that wrapper an exception that no ``raises=`` names and no
+exception at all are exactly the two cases where it agrees with the
+child.
+
+Nothing the child sent runs here: it arrives as JSON data
+(:mod:`pytest_permission.transport`); reports are rebuilt by pytest's own
+deserialisation, warnings with their category only where the parent already
+had that class and it has no code of its own that would run.
 """
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import importlib
-import os
-import pickle
 import sys
+import types
 import warnings
 from collections.abc import Callable, Generator
 from typing import Any
@@ -28,28 +39,32 @@ from typing import Any
 import pytest
 
 from pytest_permission import child as child_role
-from pytest_permission import coverage_relay, fork
-from pytest_permission.child import ChildRole
+from pytest_permission import coverage_relay, fork, transport
 from pytest_permission.errors import Denial
+from pytest_permission.fork import Ended
 from pytest_permission.plan import Plan
 
 PLAN = pytest.StashKey[Plan]()
 """Set by the plugin on an item that must run isolated."""
-_LONGREPR = pytest.StashKey[dict[str, Any]]()
-_DENIED = pytest.StashKey[list[dict[str, object]]]()
+_FINAL = pytest.StashKey[pytest.TestReport]()
+"""The child's call report, until ``pytest_runtest_makereport`` returns it."""
 
 REPORT_ATTRIBUTE = "permission_denials"
 """The call report's list of denial dicts: it travels with the report (to an
 xdist controller too), so summaries are built from reports, not from state."""
 JUNIT_PROPERTY = "permission_denial"
 
-
-CHILD_FAILED = 70
-"""Exit status of a child whose own machinery failed (``EX_SOFTWARE``)."""
+_OUTCOMES = frozenset({"passed", "failed", "skipped"})
 
 
-class ChildError(Exception):
-    """An exception from the child that could not be sent as itself."""
+class ChildRaised(pytest.skip.Exception):  # type: ignore[name-defined,misc]
+    """In the parent, the call phase's exception when the child's call raised.
+
+    The child's own report stands (``pytest_runtest_makereport`` returns it);
+    this only tells pytest's wrappers in the parent that the call raised.
+    A ``Skipped`` subclass, because no ``xfail(raises=...)`` names it and
+    pytest never enters the debugger for it.
+    """
 
 
 @pytest.hookimpl(wrapper=True, trylast=True)
@@ -72,22 +87,11 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, object, object]:
 def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]
 ) -> pytest.TestReport | None:
-    """The parent's report, with the child's failure text and its denials."""
-    if call.when != "call" or _DENIED not in item.stash:
+    """The child's call report, as the child's pytest made it."""
+    if call.when != "call" or _FINAL not in item.stash:
         return None
-    denials = item.stash[_DENIED]
-    del item.stash[_DENIED]
-    report = pytest.TestReport.from_item_and_call(item, call)
-    sent = item.stash.get(_LONGREPR, None)
-    if sent is not None:
-        del item.stash[_LONGREPR]
-        if call.excinfo is not None:
-            config = item.config
-            child: pytest.TestReport = config.hook.pytest_report_from_serializable(
-                config=config, data=sent
-            )
-            report.longrepr = child.longrepr
-    setattr(report, REPORT_ATTRIBUTE, denials)
+    report = item.stash[_FINAL]
+    del item.stash[_FINAL]
     return report
 
 
@@ -97,88 +101,219 @@ def denials_of(report: pytest.TestReport) -> list[Denial]:
 
 
 def _forked(item: pytest.Item, plan: Plan, runtest: Callable[[], object]) -> None:
-    """``item.runtest`` for an isolated test, in the parent."""
+    """``item.runtest`` of an isolated test: the body runs in a child, which reports.
+
+    In the child this runs the body and returns (or raises) as the body did:
+    the child goes on with the rest of the call phase. In the parent it
+    stands for the body once the child is done (see :func:`_relay`).
+    """
     for stream in (sys.stdout, sys.stderr):
         stream.flush()  # nothing buffered may be written twice
-    with child_role.prepare(item, plan) as prepared:
+    prepared = child_role.prepare(item, plan)
+    try:
         child, writer = fork.fork()
-        if child is None:
-            assert writer is not None
-            try:
-                ChildRole(item, plan, writer, prepared).run(runtest)  # leaves with os._exit
-            finally:  # whatever escapes, the child must never go on with the session
-                os._exit(CHILD_FAILED)
-    assert child is not None
-    ended = fork.wait(child, plan.timeout)
-    message = ended.message if isinstance(ended.message, dict) else {}
-    coverage_relay.merge(message.get("coverage"))
-    _relay(item, message)
+    except BaseException:
+        prepared.close()
+        raise
+    if child is None:
+        assert writer is not None
+        child_role.run(item, plan, writer, prepared, runtest)
+        return
+    prepared.close()
+    _relay(item, plan, fork.wait(child, plan.timeout))()
+
+
+def _relay(item: pytest.Item, plan: Plan, ended: Ended) -> Callable[[], None]:
+    """Put back what the child reported; return the stand-in for the test body."""
+    message: dict[str, Any] = {}
+    problem = ended.invalid
+    if ended.payload is not None:
+        try:
+            message = transport.decode(ended.payload, utf8=hasattr(item.config, "workerinput"))
+        except ValueError as exc:
+            problem = f"its report could not be read ({exc})"
+    try:
+        coverage_relay.merge(message.get("coverage"))
+        final = _replay(item, message)
+    except (TypeError, ValueError, KeyError, AttributeError) as exc:
+        final, problem = None, f"its report could not be read ({type(exc).__name__}: {exc})"
     stop = message.get("stop")
-    if stop == "KeyboardInterrupt":
-        raise KeyboardInterrupt
-    if stop is not None:
-        pytest.exit(message.get("reason", ""))
-    if "exception" in message:
-        if "report" in message:
-            item.stash[_LONGREPR] = message["report"]
-        raise _rebuilt(message["exception"])
-    if ended.message is None or "error" in message:
-        why = message.get("error") or f"the forked test process {ended.describe()}"
+    if isinstance(stop, dict) and problem is None:
+        _stop(stop)
+    if final is None or problem is not None:
+        why = f"the forked test process {ended.describe()}"
         if ended.timed_out:
             why += f" ({plan.timeout:g}s)"
-        pytest.fail(f"{why} before reporting; its captured output follows", pytrace=False)
+        detail = problem or message.get("error")
+        text = f"{why}, and {detail}" if detail else f"{why} before reporting"
+        return lambda: pytest.fail(f"{text}; its captured output follows", pytrace=False)
+    item.stash[_FINAL] = final
+    return _raise_reported if message.get("raised") is True else _nothing
 
 
-def _relay(item: pytest.Item, message: dict[str, Any]) -> None:
-    """Put back, in the parent, what the child's body produced."""
-    _record_denials(item, message.get("denials", []))
-    item.user_properties.extend(message.get("user_properties", ()))
-    for name in ("stdout", "stderr"):
-        if message.get(name):
-            getattr(sys, name).write(message[name])
-    plugin = item.config.pluginmanager.get_plugin("logging-plugin")
-    if message.get("log") and plugin is not None:  # the child only sends it if it exists
-        plugin.report_handler.stream.write(message["log"])
-    for record in message.get("warnings", ()):
+def _nothing() -> None:
+    """The test body, in the parent: it already ran, in the child."""
+
+
+def _raise_reported() -> None:
+    raise ChildRaised("the forked test process's call raised; its report stands")
+
+
+def _stop(stop: dict[str, Any]) -> None:
+    """The child's test stopped the session: stop it here the same way."""
+    if stop.get("interrupt"):
+        raise KeyboardInterrupt
+    returncode = stop.get("returncode")
+    pytest.exit(str(stop.get("reason", "")), returncode if isinstance(returncode, int) else None)
+
+
+def _replay(item: pytest.Item, message: dict[str, Any]) -> pytest.TestReport | None:
+    """Log the child's other reports, re-issue its warnings; the call report, made ready."""
+    denials = [Denial.from_dict(d).to_dict() for d in message.get("denials", [])]
+    failed = message.get("failed_subtests", 0)
+    if isinstance(failed, int) and failed > 0:
+        child_role.count_failed_subtests(item, failed)
+    for data in message.get("reports", []):
+        item.ihook.pytest_runtest_logreport(report=_report(item, data))
+    for record in message.get("warnings", []):
         _reissue(record)
+    item._report_sections.extend(_triples(message.get("sections", [])))
+    properties = _pairs(message.get("user_properties", []))
+    properties += [(JUNIT_PROPERTY, Denial.from_dict(d).line()) for d in denials]
+    item.user_properties[:] = properties
+    data = message.get("final")
+    if data is None:
+        return None
+    final = _report(item, data)
+    final.user_properties = list(properties)
+    setattr(final, REPORT_ATTRIBUTE, denials)
+    for note in message.get("notes", []):
+        final.sections.append(("permission", str(note)))
+    return final
 
 
-def _rebuilt(sent: dict[str, Any]) -> BaseException:
-    kind = sent.get("outcome")
-    if kind is not None:
-        cls = {"skip": pytest.skip.Exception, "fail": pytest.fail.Exception,
-               "xfail": pytest.xfail.Exception}[kind]
-        error = cls.__new__(cls)
-        BaseException.__init__(error, sent["msg"])
-        error.__dict__.update(sent["fields"])
-        return error
-    if "pickled" in sent:
-        try:
-            exc: BaseException = pickle.loads(sent["pickled"])
-            return exc
-        except Exception:
-            pass
-    return ChildError(f"{sent.get('type', 'exception')}: {sent.get('text', '')}")
+def _report(item: pytest.Item, data: object) -> pytest.TestReport:
+    """A report the child serialised, rebuilt by pytest, pinned to this item's call."""
+    if not isinstance(data, dict):
+        raise ValueError("a report is not a JSON object")
+    config = item.config
+    report = config.hook.pytest_report_from_serializable(config=config, data=data)
+    if not isinstance(report, pytest.TestReport) or report.outcome not in _OUTCOMES:
+        raise ValueError("not a test report")
+    report.nodeid = item.nodeid
+    report.location = item.location
+    report.when = "call"
+    if isinstance(report.longrepr, list):  # JSON has no tuples: (path, lineno, reason)
+        report.longrepr = tuple(report.longrepr)
+    report.sections = _pairs(report.sections)
+    report.user_properties = _pairs(report.user_properties)
+    _keep_subtest_context(report, data)
+    return report
 
 
-def _reissue(record: dict[str, Any]) -> None:
-    module, name = record["category"]
-    category: type[Warning] = UserWarning
-    try:
-        found = importlib.import_module(module)
-        for part in name.split("."):
-            found = getattr(found, part)
-        if isinstance(found, type) and issubclass(found, Warning):
-            category = found
-    except Exception:
-        pass
-    # An "error" filter already failed the test in the child.
-    with contextlib.suppress(Warning):
-        warnings.warn_explicit(record["message"], category, record["filename"], record["lineno"])
+def _pairs(items: object) -> list[tuple[Any, Any]]:
+    return [tuple(p) for p in _list(items) if isinstance(p, (list, tuple)) and len(p) == 2]
 
 
-def _record_denials(item: pytest.Item, denials: list[dict[str, object]]) -> None:
-    """Keep the child's denials for the call report and the JUnit properties."""
-    item.stash[_DENIED] = denials
-    for data in denials:
-        item.user_properties.append((JUNIT_PROPERTY, Denial.from_dict(data).line()))
+def _triples(items: object) -> list[tuple[str, str, str]]:
+    return [
+        (str(w), str(k), str(c))
+        for w, k, c in (t for t in _list(items) if isinstance(t, (list, tuple)) and len(t) == 3)
+    ]
+
+
+def _list(items: object) -> list[Any]:
+    if not isinstance(items, list):
+        raise ValueError(f"expected a list, got {type(items).__name__}")
+    return items
+
+
+def _keep_subtest_context(report: pytest.TestReport, data: dict[str, Any]) -> None:
+    """A subtest's parameters as the child had them (already in ``repr`` form).
+
+    pytest 9 rebuilds a subtest's context with ``repr()`` applied to each
+    parameter a second time (``i='0'`` for ``i=0``); xdist does that too,
+    but a serial run must read as an unforked one.
+    """
+    context = getattr(report, "context", None)
+    sent = data.get("_subtest.context")
+    kwargs = sent.get("kwargs") if isinstance(sent, dict) else None
+    if context is not None and isinstance(kwargs, dict):
+        object.__setattr__(context, "kwargs", {str(k): str(v) for k, v in kwargs.items()})
+
+
+def _reissue(record: object) -> None:
+    """A warning of the child's, recorded here as pytest records warnings of a test.
+
+    Issued under an ``always`` filter: the child already applied the
+    session's filters, so each warning that arrives is recorded once.
+    """
+    if not isinstance(record, dict):
+        return
+    category = _category([str(n) for n in _list(record.get("category", []))])
+    lineno = record.get("lineno")
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.warn_explicit(
+            str(record.get("message", "")),
+            category,
+            str(record.get("filename", "")),
+            lineno if isinstance(lineno, int) else 0,
+        )
+
+
+_STAND_INS: dict[str, type[Warning]] = {}
+_CODE = frozenset({
+    "__init__", "__new__", "__str__", "__repr__", "__getattribute__", "__getattr__",
+    "__format__", "__del__", "__init_subclass__",
+})
+"""Methods a warning's re-issue and report call: a class with its own never runs here."""
+
+
+def _category(names: list[str]) -> type[Warning]:
+    """The parent's class of that name if it has no code of its own, else a stand-in."""
+    if not names:
+        return UserWarning
+    found = _existing(names[0])
+    if found is not None:
+        return found
+    if names[0] not in _STAND_INS:
+        module, _, qualname = names[0].rpartition(".")
+        stand_in = type(qualname.rpartition(".")[2] or "Warning", (pytest.PytestWarning,), {
+            "__module__": module, "__qualname__": qualname,
+            "__doc__": "A warning class of the forked test process's, by name only.",
+        })
+        _STAND_INS[names[0]] = stand_in
+    return _STAND_INS[names[0]]
+
+
+def _existing(name: str) -> type[Warning] | None:
+    """The warning class ``module.qualname`` if the parent has it and it runs no code."""
+    for module_name in _prefixes(name):
+        module = sys.modules.get(module_name)
+        if module is None:
+            continue
+        found: object = module
+        for part in name[len(module_name) + 1 :].split("."):
+            # vars() of a plain module or class reads its __dict__: no code of its own runs
+            found = vars(found).get(part) if type(found) in (types.ModuleType, type) else None
+        if isinstance(found, type) and issubclass(found, Warning) and _inert(found):
+            return found
+        return None
+    return None
+
+
+def _prefixes(name: str) -> list[str]:
+    """``a.b.C`` → ``a.b``, ``a``: the modules a qualified name may start with."""
+    parts = name.split(".")
+    return [".".join(parts[:i]) for i in range(len(parts) - 1, 0, -1)]
+
+
+def _inert(cls: type) -> bool:
+    for base in cls.__mro__:
+        if type(base) is not type:
+            return False
+        if base.__module__ != "builtins" and _CODE & vars(base).keys():
+            return False
+    return True
+

@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from pytest_permission import baseline, suggest
+from pytest_permission.child import ROLE
 from pytest_permission.isolation import PLAN, denials_of
 from pytest_permission.options import Session
 from pytest_permission.suggest import Audited, Grants, Places
@@ -51,6 +52,8 @@ class Observation:
     ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
         report = yield
         plan = item.stash.get(PLAN, None)
+        if ROLE in item.stash:
+            return report  # the forked child: the parent adds this to the report it relays
         if call.when == "call" and plan is not None and plan.observe:
             places = _places(item, plan.implicit)
             setattr(report, PLACES, places.to_dict())

@@ -1,7 +1,8 @@
 """Python subprocesses of a restricted test enforce the test's policy too.
 
 The forked child puts the policy, as JSON, in the environment variable
-:data:`VARIABLE` before it installs enforcement. Every Python interpreter
+:data:`VARIABLE` before it installs enforcement (in the C environment, out
+of the test's view: see ``audit.env.INHERITED_POLICY``). Every Python interpreter
 that starts with the variable set imports this module from
 ``pytest_permission_startup.pth`` (installed into site-packages with the
 package; the ``.pth`` line costs one dictionary look-up when the variable is
@@ -26,8 +27,9 @@ from pytest_permission.policy import Policy
 
 VARIABLE = INHERITED_POLICY.text
 
-_ENV_ARGUMENT = {"subprocess.Popen": 3, "os.posix_spawn": 2, "os.exec": 2}
-"""Audit events of process creation, and where their ``env`` argument is."""
+_ENV_ARGUMENT = {"subprocess.Popen": 3, "os.posix_spawn": 2, "os.exec": 2, "os.system": 1}
+"""Audit events of process creation, and where their ``env`` argument is
+(``os.system`` has none: its process inherits the C environment)."""
 
 
 def encode(policy: Policy, implicit: bool) -> str:
@@ -40,8 +42,12 @@ def decode(text: str) -> tuple[Policy, bool]:
 
 
 def export(text: str) -> None:
-    """Before enforcement starts: pass the policy (:func:`encode`) to every future subprocess."""
-    os.environ[VARIABLE] = text
+    """Before enforcement starts: pass the policy (:func:`encode`) to every future subprocess.
+
+    Into the C environment only: the test's own view of the environment
+    (``os.environ``) does not show it.
+    """
+    os.putenv(VARIABLE, text)
 
 
 def propagate(guard: Guard) -> None:

@@ -1,4 +1,4 @@
-"""What the tools running beside a restricted test need in its child.
+"""What the tools running beside a restricted test need in its child: hypothesis, pytest's capture.
 
 :func:`paths` runs in the pytest process before the fork (so the child
 copies less), :func:`prepare` in the forked child before enforcement
@@ -26,6 +26,27 @@ def paths() -> tuple[list[str], list[str]]:
 def prepare() -> None:
     """Ready the tools for enforcement, in the child (patches what they use)."""
     _hypothesis_scratch()
+    _capture_in_memory()
+
+
+def _capture_in_memory() -> None:
+    """pytest's file-descriptor capture made inside the body writes to memory files.
+
+    Capturing a subtest's output (and ``capfd`` started in the body) makes
+    ``tempfile.TemporaryFile()`` in the system temporary folder, which is no
+    grant to give every test; an anonymous memory file (``memfd_create``)
+    serves the same purpose and touches no file system. Linux only; elsewhere
+    such a test needs ``fs_write`` on the temporary folder.
+    """
+    capture = sys.modules.get("_pytest.capture")
+    if capture is None or not hasattr(os, "memfd_create"):
+        return
+
+    def memory_file(*args: object, **kwargs: object) -> Any:
+        fd = os.memfd_create("pytest-capture", os.MFD_CLOEXEC)
+        return open(fd, "wb+", buffering=0)
+
+    setattr(capture, "TemporaryFile", memory_file)  # noqa: B010
 
 
 def _hypothesis_paths() -> list[str]:

@@ -448,14 +448,24 @@ def test_python_subprocesses_inherit_the_policy(pytester: pytest.Pytester) -> No
                     assert out[ALLOWED] == ["ERR_ACCESS_DENIED", "FileSystemRead", ALLOWED]
                     assert out[SECRET] == ["ERR_ACCESS_DENIED", "FileSystemRead", SECRET]
 
-            @pytest.mark.permission(child=True, env=True, fs_read=["{testdir}"])
-            def test_cannot_widen_the_inherited_policy():
-                from pytest_permission import AccessDenied
-                with pytest.raises(AccessDenied) as info:
-                    os.environ["PYTEST_PERMISSION_POLICY"] = '{"grants": {}, "implicit": true}'
-                assert (info.value.permission, info.value.resource) == (
-                    "Env", "PYTEST_PERMISSION_POLICY")
-                assert os.environ["PYTEST_PERMISSION_POLICY"] != '{"grants": {}, "implicit": true}'
+            @pytest.mark.permission(
+                child=True, env=True, fs_read=[*GRANTS, "{tmp_path}"], fs_write=["{tmp_path}"]
+            )
+            def test_cannot_widen_the_inherited_policy(tmp_path):
+                assert "PYTEST_PERMISSION_POLICY" not in os.environ  # not in the test's view
+                saved = dict(os.environ)
+                os.environ.clear()
+                os.environ.update(saved)  # saving and restoring: no denial
+                wider = '{"grants": {"fs_read": true}, "implicit": true}'
+                os.environ["PYTEST_PERMISSION_POLICY"] = wider  # no denial, and no effect:
+                outputs = [run(), run(env=dict(os.environ))]
+                out = tmp_path / "out.json"
+                script = os.path.join(HERE, "script.py")
+                command = f"'{sys.executable}' '{script}' '{ALLOWED}' '{SECRET}' > '{out}'"
+                assert os.system(command) == 0
+                outputs.append(json.loads(out.read_text()))
+                for got in outputs:
+                    assert got[SECRET] == ["ERR_ACCESS_DENIED", "FileSystemRead", SECRET]
 
             def test_unrestricted_tests_start_unrestricted_interpreters():
                 out = run()

@@ -59,9 +59,11 @@ PYTEST_OWN = NameRule("PYTEST_CURRENT_TEST")
 """Set by pytest itself around every phase, so granted even with ``implicit=False``."""
 
 INHERITED_POLICY = NameRule("PYTEST_PERMISSION_POLICY")
-"""The plugin's own (:mod:`pytest_permission.startup`): always visible, so that
-Python subprocesses inherit the policy, and never writable, so that the test
-cannot hand them a wider one."""
+"""The plugin's own (:mod:`pytest_permission.startup`): in the C environment,
+where subprocesses inherit it, but not in the test's view (``os.environ``),
+so that saving and restoring the environment neither sees nor touches it.
+Setting it is no denial and no harm: every new process gets the policy in
+force, put there as the process starts (:func:`startup.propagate`)."""
 
 
 def install(guard: Guard) -> dict[str, Handler]:
@@ -74,8 +76,7 @@ def install(guard: Guard) -> dict[str, Handler]:
         if grant.everything:
             return lambda name: True
         return NameRule.any_covers((
-            *grant.rules, PYTEST_OWN, INHERITED_POLICY,
-            *(IMPLICIT if guard.implicit.enabled else ()),
+            *grant.rules, PYTEST_OWN, *(IMPLICIT if guard.implicit.enabled else ()),
         ))
 
     def visible(name: str) -> bool:
@@ -86,6 +87,9 @@ def install(guard: Guard) -> dict[str, Handler]:
         environ = os.environ
         keep = shown()
         for name in [n for n in environ if not keep(n)]:
+            if INHERITED_POLICY.covers(name):  # out of view only: children still inherit it
+                del environ._data[environ.encodekey(name)]  # type: ignore[attr-defined]
+                continue
             hidden.add(name)
             if guard.observe:
                 continue
@@ -98,7 +102,7 @@ def install(guard: Guard) -> dict[str, Handler]:
 
     def require(key: str | bytes) -> None:
         name = os.fsdecode(key)
-        if INHERITED_POLICY.covers(name) or not visible(name):
+        if not visible(name) and not INHERITED_POLICY.covers(name):
             guard.deny(ENV, name)
 
     class GuardedEnviron(os._Environ):  # type: ignore[type-arg]

@@ -94,11 +94,14 @@ class Implicit:
         self._sys_path: list[str] = []
         self._modules = 0
         self._code_roots: tuple[str, ...] = ()
+        self.sources: set[str] = set()
+        """Source files the plugin reads to format a failure (its frames' files), even
+        with ``implicit=False``: showing the failing line is pytest's need, not the test's."""
 
     def covers(self, scope: Scope, real: str) -> bool:
         if scope is scopes.FS_WRITE:
             return paths.covered(self._write, real)
-        if paths.covered(self._read, real):
+        if real in self.sources or paths.covered(self._read, real):
             return True
         return self.enabled and real.endswith(CODE_SUFFIXES) and self.importable(real)
 
