@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import os
 import signal
-import sys
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -42,6 +41,8 @@ CHILD_FAILED = 70
 
 ROLE = pytest.StashKey["ChildRole"]()
 """On the item, in the child only: the role running its call phase."""
+TERMINAL = pytest.StashKey[bool]()
+"""On the config: whether standard input was a terminal before pytest's capture took it."""
 
 _PHASE_OVER = frozenset({
     "pytest_runtest_teardown", "pytest_runtest_logfinish", "pytest_runtest_protocol",
@@ -146,6 +147,15 @@ class ChildRole:
             plan.policy, implicit=plan.implicit, observe=plan.observe, prepared=prepared.guard
         )
         kernel.follow(self.guard)
+        self.guard.debugger = _debugging(config)
+        self._untraced = None
+        if config.getoption("trace", False) and not self.guard.debugger:
+            config.option.trace = False  # in this child only: pdb would read no commands
+            self._untraced = config.pluginmanager.get_plugin("pdbtrace")
+            self.notes.append(
+                "--trace: not entered: a restricted test runs in a forked child, where the "
+                "debugger needs standard input to be a terminal, and it is not one"
+            )
         if not plan.observe:
             startup.propagate(self.guard)
         signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -205,6 +215,8 @@ class ChildRole:
             return []
         if name == "pytest_exception_interact":
             return self._interact(impls, kwargs, firstresult)
+        if name == "pytest_pyfunc_call" and self._untraced is not None:
+            impls = [i for i in impls if i.plugin is not self._untraced]
         if name == "pytest_runtest_makereport" and kwargs["call"].excinfo is not None:
             _drop_own_frames(kwargs["call"].excinfo.tb)
             self.guard.implicit.sources.update(_source_files(kwargs["call"].excinfo.value))
@@ -228,7 +240,7 @@ class ChildRole:
 
     def _interact(self, impls: list[Any], kwargs: dict[str, Any], firstresult: bool) -> Any:
         """``--pdb``: the debugger runs here, in the failing test's process, on a terminal."""
-        if not _on_terminal():
+        if not self.guard.debugger:
             if self.item.config.getoption("usepdb", False):
                 self.notes.append(
                     "--pdb: not entered: a restricted test fails in its forked child, where "
@@ -271,6 +283,7 @@ class ChildRole:
             "user_properties": transport.plain(self.item.user_properties),
             "notes": self.notes,
             "failed_subtests": count_failed_subtests(self.item) - self.failed_subtests,
+            "item_state": tools.item_state(self.item),
         }
         if stop is not None:
             message["stop"] = {
@@ -344,11 +357,10 @@ def _source_files(error: BaseException) -> set[str]:
     return found
 
 
-def _on_terminal() -> bool:
-    try:
-        return os.isatty(sys.stdin.fileno()) if sys.stdin is not None else False
-    except (OSError, ValueError):
-        return False
+def _debugging(config: pytest.Config) -> bool:
+    """``--pdb``/``--trace`` with a terminal to debug on: the debugger may trace."""
+    asked = config.getoption("usepdb", False) or config.getoption("trace", False)
+    return bool(asked) and config.stash.get(TERMINAL, False)
 
 
 def _warning(record: warnings.WarningMessage) -> dict[str, Any]:

@@ -39,7 +39,7 @@ from typing import Any
 import pytest
 
 from pytest_permission import child as child_role
-from pytest_permission import coverage_relay, fork, transport
+from pytest_permission import coverage_relay, fork, tools, transport
 from pytest_permission.errors import Denial
 from pytest_permission.fork import Ended
 from pytest_permission.plan import Plan
@@ -177,7 +177,11 @@ def _replay(item: pytest.Item, message: dict[str, Any]) -> pytest.TestReport | N
         item.ihook.pytest_runtest_logreport(report=_report(item, data))
     for record in message.get("warnings", []):
         _reissue(record)
+    for note in _list(message.get("notes", [])):  # why --pdb/--trace did not stop here
+        _reissue({"message": str(note), "category": ["pytest.PytestWarning"],
+                  "filename": str(item.path), "lineno": (item.location[1] or 0) + 1})
     item._report_sections.extend(_triples(message.get("sections", [])))
+    tools.restore_item_state(item, message.get("item_state"))
     properties = _pairs(message.get("user_properties", []))
     properties += [(JUNIT_PROPERTY, Denial.from_dict(d).line()) for d in denials]
     item.user_properties[:] = properties
@@ -187,8 +191,6 @@ def _replay(item: pytest.Item, message: dict[str, Any]) -> pytest.TestReport | N
     final = _report(item, data)
     final.user_properties = list(properties)
     setattr(final, REPORT_ATTRIBUTE, denials)
-    for note in message.get("notes", []):
-        final.sections.append(("permission", str(note)))
     return final
 
 

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 import pytest_permission
+from pytest_permission import child as child_role
 from pytest_permission import isolation, kernel, marker, observation, options, summary
 from pytest_permission.errors import Denial
 from pytest_permission.plan import Plan
@@ -28,6 +29,24 @@ SESSION = pytest.StashKey[options.Session]()
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     options.add_options(parser)
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_load_initial_conftests(early_config: pytest.Config) -> Generator[None, None, None]:
+    """Before pytest's capture takes standard input away: is it a terminal?
+
+    A restricted test's ``--pdb``/``--trace`` debugger runs in its forked
+    child, which can only ask whether the user is there to answer now.
+    """
+    early_config.stash[child_role.TERMINAL] = _stdin_is_terminal()
+    return (yield)
+
+
+def _stdin_is_terminal() -> bool:
+    try:
+        return os.isatty(0)
+    except OSError:
+        return False
 
 
 def pytest_configure(config: pytest.Config) -> None:

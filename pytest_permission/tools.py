@@ -15,6 +15,33 @@ import tempfile
 from types import SimpleNamespace
 from typing import Any
 
+ITEM_STATE = (
+    "hypothesis_statistics",
+    "hypothesis_report_information",
+    "_hypothesis_failing_examples",
+)
+"""Attributes a tool sets on the item during the call phase and reads when it makes
+the teardown report (hypothesis's statistics, its report text and failing
+examples). They are set in the child, so it sends them back; only text, or lists
+of text, is taken."""
+
+
+def item_state(item: object) -> dict[str, object]:
+    """In the child: the :data:`ITEM_STATE` attributes the call phase set."""
+    found = vars(item)
+    return {name: found[name] for name in ITEM_STATE if name in found}
+
+
+def restore_item_state(item: object, state: object) -> None:
+    """In the parent: set what :func:`item_state` sent, if it is text or lists of text."""
+    if not isinstance(state, dict):
+        return
+    for name, value in state.items():
+        text = isinstance(value, str)
+        texts = isinstance(value, list) and all(isinstance(v, str) for v in value)
+        if name in ITEM_STATE and (text or texts):
+            setattr(item, name, value)
+
 
 def paths() -> tuple[list[str], list[str]]:
     """The paths the tools need, as ``(read, write)`` grants; no side effect."""

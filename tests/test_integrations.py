@@ -399,6 +399,35 @@ def test_hypothesis_given_under_a_marker_saves_examples_without_denials(
     again.stdout.fnmatch_lines(["*: test_fails(*", "*n=10,*"])
 
 
+def test_hypothesis_statistics_of_restricted_tests_are_shown(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Hypothesis keeps them on the item during the call, in the child: they come back."""
+    pytest.importorskip("hypothesis")
+    pytester.makepyfile(
+        """
+        import pytest
+        from hypothesis import given, settings, strategies as st
+
+        @pytest.mark.permission()
+        @settings(max_examples=7, database=None)
+        @given(st.integers())
+        def test_counted(n):
+            pass
+        """
+    )
+    monkeypatch.setenv("PYTHONDONTWRITEBYTECODE", "1")
+    result = pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", "--hypothesis-profile=default", "--hypothesis-show-statistics"
+    )
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines([
+        "*Hypothesis Statistics*",
+        "*test_counted:*",
+        "*7 passing, 0 failing*",
+    ])
+
+
 # -- Python subprocesses -----------------------------------------------------------------
 
 SCRIPT = """

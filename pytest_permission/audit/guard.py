@@ -61,6 +61,9 @@ class Guard:
         self._live: dict[str, Handler] = {}
         self._listeners: list[Callable[[], None]] = []
         self.retired = False
+        self.debugger = False
+        """The user asked for pytest's debugger (``--pdb``, ``--trace``) on a terminal:
+        its trace hooks are the user's, not the test's (see :mod:`.runtime`)."""
         """Enforcing nothing: the test is over (:meth:`retire`), or not begun (:meth:`dormant`)."""
         self._busy: set[int] = set()
         """Threads inside an exclusive handler (set operations are atomic)."""

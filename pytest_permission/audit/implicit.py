@@ -72,6 +72,16 @@ def system_paths(*, net: bool) -> list[str]:
     return list(SYSTEM_DATA) + (list(RESOLVER) + _ca_files() if net else [])
 
 
+def _pdb_config(real: str) -> bool:
+    """``~/.pdbrc`` or ``./.pdbrc``: read by every ``pdb.Pdb()``, which pytest's doctest
+    runner makes for each doctest and its debugger for ``--pdb``/``--trace``. Granted
+    even with ``implicit=False``: it is pytest's own reading, not the test's."""
+    if os.path.basename(real) != ".pdbrc":
+        return False
+    home = paths.resolve(os.path.expanduser("~/.pdbrc"))
+    return real in (home, paths.resolve(os.path.join(os.getcwd(), ".pdbrc")))
+
+
 class Implicit:
     """Answers whether an implicit grant covers a real path."""
 
@@ -101,7 +111,7 @@ class Implicit:
     def covers(self, scope: Scope, real: str) -> bool:
         if scope is scopes.FS_WRITE:
             return paths.covered(self._write, real)
-        if real in self.sources or paths.covered(self._read, real):
+        if real in self.sources or paths.covered(self._read, real) or _pdb_config(real):
             return True
         return self.enabled and real.endswith(CODE_SUFFIXES) and self.importable(real)
 

@@ -307,10 +307,13 @@ def _inspector(guard: Guard) -> dict[str, Handler]:
     guard.on_change(approve_current)
 
     def by_coverage() -> bool:
-        """Coverage's tracer, or hypothesis's explain phase (a line tracer of its own)."""
+        """Coverage's tracer, hypothesis's explain phase (a line tracer of its own), or
+        the debugger the user asked for (``guard.debugger``)."""
         caller = caller_file()
         coverage = getattr(sys.modules.get("coverage"), "__file__", None)
         explain = getattr(sys.modules.get("hypothesis.internal.scrutineer"), "__file__", None)
+        if guard.debugger and caller == getattr(sys.modules.get("bdb"), "__file__", None):
+            return True
         return caller == explain or (
             coverage is not None and caller.startswith(os.path.dirname(coverage) + os.sep)
         )
