@@ -114,7 +114,7 @@ def test_wrong_permission():
     result.stdout.fnmatch_lines(
         [
             # The denial itself is shown first, so its origin is in the report.
-            "E *pytest_permission.errors.AccessDenied: Access to this API has been *",
+            "E *pytest_permission.AccessDenied: Access to this API has been *",
             "During handling of the above exception, another exception occurred:",
             "E       Failed: AccessDenied permission mismatch",
             "E         expected: 'FileSystemRead'",

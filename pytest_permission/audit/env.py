@@ -40,8 +40,12 @@ from collections.abc import Callable
 from typing import Any
 
 from pytest_permission.audit.guard import Guard, Handler
+from pytest_permission.errors import hide_under_a_denial
 from pytest_permission.policy import NameRule
 from pytest_permission.scopes import ENV
+
+__tracebackhide__ = hide_under_a_denial
+"""A denial's traceback ends where the access was asked for (pytest hides these frames)."""
 
 IMPLICIT = tuple(
     NameRule(name)

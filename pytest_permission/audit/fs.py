@@ -27,8 +27,12 @@ from urllib.parse import parse_qs, urlsplit
 
 from pytest_permission import paths
 from pytest_permission.audit.guard import Guard, Handler, absolute, caller_file, fd_path
+from pytest_permission.errors import hide_under_a_denial
 from pytest_permission.scopes import FS_READ as READ
 from pytest_permission.scopes import FS_WRITE as WRITE
+
+__tracebackhide__ = hide_under_a_denial
+"""A denial's traceback ends where the access was asked for (pytest hides these frames)."""
 
 if sys.platform != "win32":
     import fcntl
