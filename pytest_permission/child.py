@@ -28,7 +28,7 @@ from typing import Any
 
 import pytest
 
-from pytest_permission import audit, coverage_relay, fork, kernel, startup, tools
+from pytest_permission import audit, coverage_relay, fork, hints, kernel, marker, startup, tools
 from pytest_permission.errors import Denial, chain
 from pytest_permission.plan import Plan
 
@@ -138,8 +138,7 @@ class ChildRole:
         swallowed = self.swallowed(failure)
         if not swallowed:
             return
-        lines = "\n".join(f"  {d.line()}" for d in swallowed)
-        text = f"the code under test swallowed {len(swallowed)} access denial(s):\n{lines}"
+        text = hints.swallowed(swallowed)
         if self.plan.strict and failure is None:
             pytest.fail(f"{text}\n(strict: swallowed denials fail the test)", pytrace=False)
         lineno = (self.item.location[1] or 0) + 1
@@ -171,7 +170,9 @@ class ChildRole:
         call = pytest.CallInfo.from_call(again, when="call")
         call.start = start
         report = pytest.TestReport.from_item_and_call(self.item, call)
-        hint = kernel.explain(failure)
+        hint = kernel.explain(failure) or marker.hint_for(
+            self.item, failure, declared=self.plan.policy, granted=self.guard.policy
+        )
         addsection = getattr(report.longrepr, "addsection", None)
         if hint is not None and addsection is not None:
             addsection("permission", hint)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_permission import scopes
+from pytest_permission import hints, scopes
 from pytest_permission.policy import INHERIT, Policy
 from pytest_permission.scopes import Kind
 
@@ -184,3 +184,26 @@ def validate(marker: pytest.Mark) -> None:
     """
     dummy = Path(tempfile.gettempdir())
     settings_for(marker, session=Policy(), rootdir=dummy, testdir=dummy, tmp_path=dummy)
+
+
+def hint_for(
+    item: pytest.Item, failure: BaseException, *, declared: Policy, granted: Policy
+) -> str | None:
+    """The report's ``permission`` section for a test that failed with a denial.
+
+    ``declared`` is the policy the test started with, ``granted`` the one in
+    force when it failed; see :mod:`pytest_permission.hints`.
+    """
+    mark = item.get_closest_marker("permission")
+    tmp_path = getattr(item, "funcargs", {}).get("tmp_path")
+    context = hints.Context(
+        nodeid=item.nodeid,
+        granted=granted,
+        declared=declared,
+        written=None if mark is None else dict(mark.kwargs),
+        inherit=mark is not None and _base(mark) == INHERIT,
+        rootdir=str(item.config.rootpath),
+        testdir=str(Path(item.path).parent),
+        tmp_path=None if tmp_path is None else str(tmp_path),
+    )
+    return hints.explain(failure, context)

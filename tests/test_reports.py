@@ -64,3 +64,96 @@ def test_a_denials_traceback_reads_like_a_permission_errors(
     if style != "short":
         assert differing[-1] == ("test_it.py:6: AccessDenied", "test_it.py:6: PermissionError")
     assert not any("pytest_permission" in line for line in denied if not line.startswith("E"))
+
+
+def test_the_report_says_what_to_change_and_the_change_works(pytester: pytest.Pytester) -> None:
+    pytester.makeini("[pytest]\n")
+    tests = pytester.mkdir("tests")
+    (tests / "data").mkdir()
+    (tests / "data" / "rows.csv").write_text("city\nOslo\n")
+    test_file = tests / "test_app.py"
+    test_file.write_text(
+        "from pathlib import Path\n"
+        "import pytest\n\n"
+        '@pytest.mark.permission(fs_read=["data"])\n'
+        "def test_reads():\n"
+        '    assert (Path(__file__).parent / "data" / "rows.csv").read_text()\n'
+    )
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(failed=1)
+    root = pytester.path
+    result.stdout.fnmatch_lines(
+        literal(
+            [
+                "E   *AccessDenied: Access to this API has been restricted. FileSystemRead was "
+                f"denied for '{tests}/data/rows.csv'. Use @pytest.mark.permission(fs_read=[...]) "
+                "or --allow-fs-read to manage permissions.",
+                "*- permission -*",
+                f"granted fs_read: {root}/data ('data' as written: relative marker paths are "
+                f"relative to rootdir {root})",
+                f"'data' is relative, so it was joined to rootdir ({root}/data), not to the test's "
+                f"folder ({tests}/data)",
+                'to allow it: fs_read=["{testdir}/data"] in its @pytest.mark.permission(...)',
+                "every grant this test needs: "
+                "pytest --permission-audit tests/test_app.py::test_reads",
+            ]
+        )
+    )
+    test_file.write_text(test_file.read_text().replace('["data"]', '["{testdir}/data"]'))
+    pytester.runpytest_subprocess("-p", "no:cacheprovider").assert_outcomes(passed=1)
+
+
+def test_a_denial_a_library_wrapped_is_explained_too(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        import urllib.request
+        import pytest
+
+        @pytest.mark.permission(net=["127.0.0.1:8080"])
+        def test_fetch():
+            urllib.request.urlopen("http://localhost:8080/")
+        """
+    )
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        literal(
+            [
+                "E   *URLError: <urlopen error Access to this API has been restricted. *",
+                "*- permission -*",
+                "granted net: 127.0.0.1:8080",
+                "'localhost' is a name, looked up before connecting: *",
+                'to allow it: net=["127.0.0.1:8080", "localhost:8080"] in its *',
+            ]
+        )
+    )
+
+
+def test_a_swallowed_denial_points_at_raises_access_denied(pytester: pytest.Pytester) -> None:
+    source = """
+        import urllib.error, urllib.request
+        import pytest
+        from pytest_permission import raises_access_denied
+
+        @pytest.mark.permission(strict=True)
+        def test_offline():
+            with {expect}:
+                urllib.request.urlopen("http://127.0.0.1:8080/")
+        """
+    pytester.makepyfile(test_it=source.format(expect="pytest.raises(urllib.error.URLError)"))
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        literal(
+            [
+                "the code under test swallowed 1 access denial(s):",
+                "  Net 127.0.0.1:8080 at *",
+                "expected, inside an error a library raised? assert it with "
+                "pytest_permission.raises_access_denied(...), which finds the denial in the "
+                "error's __cause__/__context__; needed? grant it in @pytest.mark.permission(...)",
+                "(strict: swallowed denials fail the test)",
+            ]
+        )
+    )
+    pytester.makepyfile(test_it=source.format(expect='raises_access_denied("net")'))
+    pytester.runpytest_subprocess("-p", "no:cacheprovider").assert_outcomes(passed=1)
