@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -348,6 +349,31 @@ def test_granted_inspector_traces(enforced: Any) -> None:
     assert out["settrace"] == {"denied": False, "value": "True"}
     assert out["thread"]["denied"] is False
     assert int(out["thread"]["value"]) >= 1
+
+
+@pytest.mark.parametrize("inspector", [True, False])
+def test_pdb_start_up_files_are_implicit_with_inspector(
+    enforced: Any, tmp_path: Path, inspector: bool
+) -> None:
+    """``breakpoint()`` makes a ``pdb.Pdb``, which reads ``~/.pdbrc`` and ``./.pdbrc``."""
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / ".pdbrc").write_text("p 'home'\n")
+    (tmp_path / ".pdbrc").write_text("p 'here'\n")
+    code = """
+        attempt("rc", lambda: pdb.Pdb().rcLines)
+        print("@@" + json.dumps({"denials": [d.resource for d in GUARD.denials]}), flush=True)
+        """
+    env = {**os.environ, "HOME": str(home)}
+    out = enforced(code, {"inspector": inspector}, env=env, setup="import pdb\n")
+    if inspector:
+        assert out["rc"] == {"denied": False, "value": repr(["p 'home'\n", "p 'here'\n"])}
+        assert out.results["denials"] == []
+    else:  # a Pdb made by code allowed to (a test's own helper) reads nothing it may not
+        assert out["rc"] == {"denied": False, "value": "[]"}
+        assert out.results["denials"] == [str(home / ".pdbrc"), str(tmp_path / ".pdbrc")]
+    off = enforced(code, {"inspector": True}, env=env, implicit=False, setup="import pdb\n")
+    assert off["rc"] == {"denied": False, "value": "[]"}
 
 
 @pytest.mark.skipif(

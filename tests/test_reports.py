@@ -157,3 +157,31 @@ def test_a_swallowed_denial_points_at_raises_access_denied(pytester: pytest.Pyte
     )
     pytester.makepyfile(test_it=source.format(expect='raises_access_denied("net")'))
     pytester.runpytest_subprocess("-p", "no:cacheprovider").assert_outcomes(passed=1)
+
+
+def test_breakpoint_under_inspector_reads_pdbrc_without_a_denial(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """pdb reads ``~/.pdbrc`` and ``./.pdbrc``: implicit once ``inspector`` is granted.
+
+    The kernel layer is off: it reads its own rules, without these files.
+    """
+    home = pytester.mkdir("home")
+    (home / ".pdbrc").write_text("p 'home rc'\n")
+    (pytester.path / ".pdbrc").write_text("continue\n")  # so pdb never waits for input
+    monkeypatch.setenv("HOME", str(home))
+    pytester.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.permission(inspector=True, strict=True)
+        def test_debugs():
+            breakpoint()
+        """
+    )
+    result = pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", "-s", "--permission-kernel=off", "-W", "error"
+    )
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(literal(["'home rc'"]))
+    result.stdout.no_fnmatch_line("*permission denials*")

@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from pytest_permission import paths, scopes
-from pytest_permission.audit.implicit import Implicit
+from pytest_permission.audit.implicit import Implicit, debugger_files
 from pytest_permission.errors import AccessDenied, Denial, hide_under_a_denial
 from pytest_permission.policy import Policy
 from pytest_permission.scopes import Scope
@@ -47,10 +47,11 @@ class Guard:
         nothing. ``has()`` still answers for ``policy``, so code that asks behaves."""
         self.effective = (Policy.deny_all() if observe else policy).resolved()
         self._observed: set[tuple[str, str | None]] = set()
+        debugger = implicit and policy.has("inspector")
         self.implicit = Implicit(
             enabled=implicit,
             net=policy.has("net") or bool(policy.grant(scopes.NET).rules),
-            extra_read=extra_read,
+            extra_read=[*extra_read, *(debugger_files() if debugger else ())],
             extra_write=extra_write,
         )
         self.denials: list[Denial] = []

@@ -67,6 +67,11 @@ def _ca_files() -> list[str]:
     return [p for p in found if p]
 
 
+def debugger_files() -> list[str]:
+    """pdb's start-up files, read by ``breakpoint()``: implicit where ``inspector`` is granted."""
+    return [os.path.expanduser("~/.pdbrc"), os.path.abspath(".pdbrc")]
+
+
 def system_paths(*, net: bool) -> list[str]:
     """The system files the implicit read grant names; the resolver's with ``net``."""
     return list(SYSTEM_DATA) + (list(RESOLVER) + _ca_files() if net else [])
