@@ -185,3 +185,26 @@ def test_breakpoint_under_inspector_reads_pdbrc_without_a_denial(
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines(literal(["'home rc'"]))
     result.stdout.no_fnmatch_line("*permission denials*")
+
+
+def test_the_theme_pytest_reads_to_colour_a_diff_is_no_denial(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PYTEST_THEME", "monokai")
+    monkeypatch.setenv("PYTEST_THEME_MODE", "dark")
+    pytester.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.permission()
+        def test_diff():
+            assert [1, 2, 3] == [1, 2, 4]
+        """
+    )
+    result = pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", "--color=yes", "-W", "error", "-rf"
+    )
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(literal(["*FAILED*test_diff*assert [1, 2, 3] == [1, 2, 4]*"]))
+    result.stdout.no_fnmatch_line("*SwallowedDenialWarning*")
+    result.stdout.no_fnmatch_line("*permission denials*")
