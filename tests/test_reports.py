@@ -187,6 +187,51 @@ def test_breakpoint_under_inspector_reads_pdbrc_without_a_denial(
     result.stdout.no_fnmatch_line("*permission denials*")
 
 
+def test_hypothesis_under_tox_like_columns_and_w_error_reports_the_real_failure(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No ``SwallowedDenialWarning`` replaces the failure: not for ``COLUMNS``/``LINES``
+    (tox exports them) nor for the ``<unknown>`` source file hypothesis makes CPython
+    look for on every ``@given`` method."""
+    pytest.importorskip("hypothesis")
+    monkeypatch.setenv("COLUMNS", "120")
+    monkeypatch.setenv("LINES", "40")
+    pytester.makepyfile(
+        test_h="""
+        import pytest
+        from hypothesis import given, strategies as st
+
+        @pytest.mark.permission()
+        @given(st.integers())
+        def test_function(x):
+            assert x < 10
+
+        class TestMethods:
+            @pytest.mark.permission()
+            @given(st.integers())
+            def test_method(self, x):
+                assert x < 10
+        """
+    )
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-W", "error")
+    result.assert_outcomes(failed=2)
+    result.stdout.fnmatch_lines(
+        literal(
+            [
+                "E       assert 10 < 10",
+                "E       Failing test case: test_function(",
+                "E           x=10,",
+                "E       assert 10 < 10",
+                "E       Failing test case: test_method(",
+                "FAILED *::test_function - assert 10 < 10",
+                "FAILED *::TestMethods::test_method - assert 10 < 10",
+            ]
+        )
+    )
+    result.stdout.no_fnmatch_line("*SwallowedDenialWarning*")
+    result.stdout.no_fnmatch_line("*<unknown>*")
+
+
 def test_the_theme_pytest_reads_to_colour_a_diff_is_no_denial(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -98,6 +98,26 @@ def _raw(path: object, dir_fd: int | None) -> str:
     return os.path.join(os.getcwd(), text)
 
 
+def _made_up(path: object, dir_fd: int | None) -> bool:
+    """A code object's made-up file name (``<unknown>``, ``<string>``) naming no file.
+
+    CPython opens such a name to quote the source line of a ``SyntaxError``
+    (``ast.parse`` of indented source, as hypothesis does for every ``@given``
+    method): there is nothing to read, so nothing to deny, warn about or
+    grant. Reading it finds no file, as without the plugin; a file of that
+    name that does exist is checked like any other.
+    """
+    if not isinstance(path, (str, bytes)):
+        return False
+    text = os.fsdecode(path)
+    return (
+        text.startswith("<")
+        and text.endswith(">")
+        and os.sep not in text
+        and not os.path.lexists(_raw(path, dir_fd))
+    )
+
+
 def needs(flags: int) -> tuple[bool, bool]:
     """(read, write) that ``os.open`` flags ask for; ``O_RDWR`` asks for both."""
     access = flags & os.O_ACCMODE
@@ -166,6 +186,8 @@ def install(guard: Guard) -> dict[str, Handler]:
             return  # wrapping a descriptor opened earlier
         base = open_dir_fd.value if in_dir_fd_open else None
         want_read, want_write = needs(flags)
+        if not want_write and _made_up(path, base):
+            return
         if want_write:
             write(path, base)
         if want_read:
