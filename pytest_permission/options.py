@@ -55,7 +55,7 @@ class Session:
     enforce: bool
     """``--permission``: restrict every test, not only marked ones."""
     policy: Policy
-    """The grants of ``--allow-*``; markers start from it with ``"inherit"``."""
+    """The grants of ``--allow-*``: what ``--permission`` restricts every test to."""
     strict: bool
     """``--permission-strict``: a swallowed denial fails the test."""
     implicit: bool
@@ -71,6 +71,16 @@ class Session:
     """``--permission-baseline``: the capability baseline to check (or update)."""
     baseline_update: bool = False
     """``--permission-baseline-update``: record the baseline instead of checking it."""
+
+    @property
+    def inherited(self) -> Policy:
+        """What ``"inherit"`` takes: like the rest of this session (spec section 6).
+
+        Under ``--permission``, the ``--allow-*`` grants; without it the session
+        is unrestricted, so everything: ``("inherit", net=False)`` is then
+        "anything but the network".
+        """
+        return self.policy if self.enforce else Policy.allow_all()
 
     @property
     def observe(self) -> bool:

@@ -209,6 +209,19 @@ def test_ini(project: pytest.Pytester) -> None:
     assert not policy.has("worker")
 
 
+def test_inherit_takes_the_grants_under_permission_and_everything_without(
+    project: pytest.Pytester,
+) -> None:
+    """Spec section 6: "inherit" is like the rest of the session (unrestricted without
+    --permission)."""
+    project.makeini("[pytest]\npermission_allow_fs_read = data\n")
+    assert settings(project).inherited == Policy.allow_all()
+    session = settings(project, "--permission")
+    assert session.inherited == session.policy
+    assert session.inherited.has("fs.read", project.path / "data")
+    assert not session.inherited.has("net")
+
+
 def test_ini_star_grants_everything(project: pytest.Pytester) -> None:
     project.makeini("[pytest]\npermission_allow_net = *\npermission_allow_env = *\n")
     policy = settings(project).policy

@@ -253,3 +253,39 @@ def test_the_theme_pytest_reads_to_colour_a_diff_is_no_denial(
     result.stdout.fnmatch_lines(literal(["*FAILED*test_diff*assert [1, 2, 3] == [1, 2, 4]*"]))
     result.stdout.no_fnmatch_line("*SwallowedDenialWarning*")
     result.stdout.no_fnmatch_line("*permission denials*")
+
+
+INHERIT_SUITE = """
+    import socket, subprocess, sys
+    import pytest
+    from pytest_permission import raises_access_denied
+
+    @pytest.mark.permission("inherit", net=False)
+    def test_offline(tmp_path):
+        (tmp_path / "out.txt").write_text("written")
+        subprocess.run([sys.executable, "-c", "pass"], check=True)
+        with raises_access_denied("net"):
+            socket.create_connection(("127.0.0.1", 9))
+    """
+
+
+def test_inherit_without_permission_is_everything_but_what_the_marker_takes_away(
+    pytester: pytest.Pytester,
+) -> None:
+    """Spec section 6: a session without ``--permission`` is unrestricted."""
+    pytester.makepyfile(INHERIT_SUITE)
+    pytester.runpytest_subprocess("-p", "no:cacheprovider").assert_outcomes(passed=1)
+
+
+def test_inherit_under_permission_is_the_allow_options(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(INHERIT_SUITE)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--permission")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        literal(
+            [
+                "E   *AccessDenied: *FileSystemWrite was denied for '*out.txt'*",
+                'granted fs_write: nothing (taken from the session ("inherit"))',
+            ]
+        )
+    )
