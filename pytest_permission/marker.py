@@ -23,17 +23,29 @@ from pytest_permission import hints, scopes
 from pytest_permission.policy import INHERIT, Policy
 from pytest_permission.scopes import Kind
 
-MARKER_LINE = (
-    "permission(base='none', *, fs_read=..., fs_write=..., net=..., child=..., worker=..., "
-    "addon=..., ffi=..., inspector=..., env=..., wasi=..., strict=None, implicit=None, "
-    "timeout=None): run the test in a forked child with only these permissions "
-    "(Node.js permission model)"
-)
-
 NONE = "none"
 BASES = (NONE, INHERIT)
 PLACEHOLDERS = ("tmp_path", "rootdir", "testdir")
 _SETTINGS = ("strict", "implicit", "timeout")
+
+
+def _marker_line() -> str:
+    """The ``pytest --markers`` line, every keyword from the scope table (aliases too)."""
+    names = {keyword: scopes.by_keyword(keyword) for keyword in scopes.keywords()}
+
+    def spelled(keyword: str) -> str:
+        aliases = [a for a, s in names.items() if s is names[keyword] and a != keyword]
+        return f"{keyword}=..." + "".join(f" (or {alias}=...)" for alias in aliases)
+
+    keywords = [spelled(k) for k, scope in names.items() if scope and scope.keyword == k]
+    settings = ", ".join(f"{name}=None" for name in _SETTINGS)
+    return (
+        f"permission(base='none', *, {', '.join(keywords)}, {settings}): run the test in a "
+        "forked child with only these permissions (Node.js permission model)"
+    )
+
+
+MARKER_LINE = _marker_line()
 _PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
 
 

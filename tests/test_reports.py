@@ -289,3 +289,61 @@ def test_inherit_under_permission_is_the_allow_options(pytester: pytest.Pytester
             ]
         )
     )
+
+
+def test_markers_lists_every_keyword_and_alias(pytester: pytest.Pytester) -> None:
+    result = pytester.runpytest_subprocess("--markers")
+    result.stdout.fnmatch_lines(
+        literal(
+            [
+                "@pytest.mark.permission(base='none', *, fs_read=..., *addon=... (or addons=...), "
+                "*wasi=..., openssl_store=..., strict=None, implicit=None, timeout=None): *"
+            ]
+        )
+    )
+
+
+SUMMARY_SUITE = """
+    import pytest
+    from pytest_permission import raises_access_denied
+
+    @pytest.mark.permission()
+    def test_expects_it():
+        with raises_access_denied("fs.read"):
+            open("/etc/hostname")
+
+    @pytest.mark.permission()
+    def test_fails_on_it():
+        open("/etc/passwd")
+    """
+
+
+@pytest.mark.parametrize("quiet", [False, True])
+def test_the_denial_summary_under_q_lists_only_failing_tests(
+    pytester: pytest.Pytester, quiet: bool
+) -> None:
+    pytester.makepyfile(test_s=SUMMARY_SUITE)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", *(["-q"] if quiet else []))
+    result.assert_outcomes(passed=1, failed=1)
+    section = result.outlines[
+        next(i for i, line in enumerate(result.outlines) if "permission denials" in line) :
+    ]
+    expected = [] if quiet else ["test_s.py::test_expects_it", "  FileSystemRead /etc/hostname *"]
+    result.stdout.fnmatch_lines(
+        literal(
+            [
+                "*permission denials*",
+                *expected,
+                "test_s.py::test_fails_on_it",
+                "  FileSystemRead /etc/passwd *",
+            ]
+        )
+    )
+    assert any("test_expects_it" in line for line in section) is not quiet
+
+
+def test_under_q_no_section_when_every_denial_was_expected(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_s=SUMMARY_SUITE.split("@pytest.mark.permission()\n    def test_f")[0])
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-q")
+    result.assert_outcomes(passed=1)
+    result.stdout.no_fnmatch_line("*permission denials*")
