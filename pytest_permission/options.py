@@ -293,10 +293,12 @@ def _refuse_the_audit_key(config: pytest.Config) -> None:
 
     The key once existed and switched every marker off in every run; pytest
     itself would only warn about it now that it is unknown. pytest 9 keeps
-    the raw keys in ``_inicfg``, pytest 8 in ``inicfg``.
+    the raw keys, ``-o`` ones included, in ``_inicfg``; pytest 8 in
+    ``inicfg`` and ``_override_ini``.
     """
-    raw = vars(config).get("_inicfg", vars(config).get("inicfg", {}))
-    if "permission_audit" in raw:
+    given = set(vars(config).get("_inicfg", vars(config).get("inicfg", {})))
+    given |= {o.partition("=")[0].strip() for o in getattr(config, "_override_ini", ())}
+    if "permission_audit" in given:
         raise pytest.UsageError(
             "permission_audit (ini): audit runs are command-line only (--permission-audit), "
             "so that a configuration file can never switch enforcement off; remove the key "
