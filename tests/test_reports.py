@@ -232,6 +232,30 @@ def test_hypothesis_under_tox_like_columns_and_w_error_reports_the_real_failure(
     result.stdout.no_fnmatch_line("*<unknown>*")
 
 
+def test_an_audit_suggests_no_grant_for_the_made_up_file_name(pytester: pytest.Pytester) -> None:
+    pytest.importorskip("hypothesis")
+    pytester.makepyfile(
+        test_h="""
+        from hypothesis import given, strategies as st
+
+        class TestMethods:
+            @given(st.integers())
+            def test_method(self, x):
+                assert isinstance(x, int)
+        """
+    )
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--permission-audit")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*permission audit*",
+            "test_h.py::TestMethods::test_method",
+            "    @pytest.mark.permission()",
+        ]
+    )
+    result.stdout.no_fnmatch_line("*<unknown>*")
+
+
 def test_the_theme_pytest_reads_to_colour_a_diff_is_no_denial(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
