@@ -160,7 +160,9 @@ def _granted(scope: Scope, context: Context) -> str:
             _path_rule(scope, rule, context) if scope.kind is Kind.PATHS else rule.text
             for rule in grant.rules
         )
-    if context.written is None:
+    if context.written is None and context.declared == Policy.allow_all():
+        why = ["the test has no marker: it started with everything"]
+    elif context.written is None:
         why = ["the session's --allow-* options: the test has no marker"]
     elif context.from_session(scope):
         why = ['taken from the session ("inherit")']

@@ -225,6 +225,18 @@ def test_a_grant_dropped_during_the_test(places: dict[str, Path]) -> None:
     ]
 
 
+def test_a_test_with_only_the_fixture_that_dropped(places: dict[str, Path]) -> None:
+    """Requesting ``permission`` isolates a test with everything granted until it drops."""
+    everything = Policy.allow_all()
+    ctx = context(places, session=everything, marked=False, granted=everything.dropped("net"))
+    assert hint(AccessDenied("Net", "example.com:443"), ctx) == [
+        "granted net: nothing (the test has no marker: it started with everything; narrowed by "
+        "permission.drop() during the test)",
+        "the test started with a grant for it: permission.drop() took it away",
+        AUDIT,
+    ]
+
+
 def test_a_test_without_a_marker_under_permission(places: dict[str, Path]) -> None:
     session = Policy.from_keywords({"fs_read": ["/srv/data"]})
     ctx = context(places, session=session, marked=False)
