@@ -111,7 +111,7 @@ def explain(error: BaseException, context: Context) -> str | None:
         return None
     resource = denial.resource
     lines = [_granted(scope, context)]
-    if context.declared.has(scope.name, resource) and not context.granted.has(scope.name, resource):
+    if _has(context.declared, scope, resource) and not _has(context.granted, scope, resource):
         lines.append("the test started with a grant for it: permission.drop() took it away")
     else:
         near, fix = _near_miss(scope, resource, context)
@@ -294,10 +294,19 @@ def _change(scope: Scope, fix: _Fix, context: Context) -> str:
     else:
         text = f"{change} in its @pytest.mark.permission(...)"
     if context.from_session(scope) and scope.flag is not None:
-        given = context.expand(fix.entry) if scope.kind is Kind.PATHS else fix.entry
+        is_path = scope.kind is Kind.PATHS or fix.entry.startswith("{")  # a Unix socket too
+        given = context.expand(fix.entry) if is_path else fix.entry
         flag = scope.flag if value == "True" else f"{scope.flag}={given}"
         text += f", or {flag} for the session"
     return f"to allow it: {text}"
+
+
+def _has(policy: Policy, scope: Scope, resource: str | None) -> bool:
+    """``policy.has()``, false for a resource no grant can name (``AF_INET SOCK_DGRAM``)."""
+    try:
+        return policy.has(scope.name, resource)
+    except ValueError:
+        return False
 
 
 def _relative(entry: str) -> bool:

@@ -302,6 +302,30 @@ def test_switches_and_names(
     assert_the_change_allows_it(lines, ctx, places, denial)
 
 
+def test_a_socket_no_address_can_name_takes_the_whole_scope(places: dict[str, Path]) -> None:
+    """A UDP socket refused at creation names its kind, which no host grant covers."""
+    ctx = context(places, net=["127.0.0.1:53"])
+    lines = hint(AccessDenied("Net", "AF_INET SOCK_DGRAM"), ctx)
+    assert lines == [
+        "granted net: 127.0.0.1:53",
+        "AF_INET SOCK_DGRAM is not a host: only net=True grants it",
+        "to allow it: net=True in its @pytest.mark.permission(...)",
+        AUDIT,
+    ]
+
+
+def test_a_unix_socket_from_the_session_gets_its_flag_expanded(places: dict[str, Path]) -> None:
+    session = Policy.from_keywords({"net": ["db.internal:5432"]})
+    ctx = context(places, "inherit", session=session)
+    socket = places["tmp_path"] / "app.sock"
+    lines = hint(AccessDenied("Net", str(socket)), ctx)
+    assert lines[1] == (
+        'to allow it: net=["db.internal:5432", "{tmp_path}/app.sock"] in its '
+        f"@pytest.mark.permission(...), or --allow-net={socket} for the session"
+    )
+    assert_the_change_allows_it(lines, ctx, places, AccessDenied("Net", str(socket)), session)
+
+
 def test_a_denial_inside_a_library_error_is_explained(places: dict[str, Path]) -> None:
     class FetchError(Exception):
         pass
