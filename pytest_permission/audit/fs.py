@@ -107,15 +107,10 @@ def _made_up(path: object, dir_fd: int | None) -> bool:
     grant. Reading it finds no file, as without the plugin; a file of that
     name that does exist is checked like any other.
     """
-    if not isinstance(path, (str, bytes)):
-        return False
+    if not isinstance(path, (str, bytes)) or path[-1:] not in (">", b">"):
+        return False  # every ordinary open: one slice, no decoding
     text = os.fsdecode(path)
-    return (
-        text.startswith("<")
-        and text.endswith(">")
-        and os.sep not in text
-        and not os.path.lexists(_raw(path, dir_fd))
-    )
+    return text.startswith("<") and os.sep not in text and not os.path.lexists(_raw(path, dir_fd))
 
 
 def needs(flags: int) -> tuple[bool, bool]:
