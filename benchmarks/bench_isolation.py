@@ -1,27 +1,38 @@
-"""Per-test cost of forked isolation, as a ratio to a bare fork floor.
+"""Per-test cost of isolation, as ratios to a correct minimal fork-and-report plugin.
 
-Run: ``python benchmarks/bench_isolation.py [N] [ROUNDS]`` (defaults 300, 5).
+Run: ``python benchmarks/bench_isolation.py [N] [ROUNDS] [--big]`` (defaults 300, 7).
 
-In one run, interleaved ROUNDS times, it times in fresh processes: a pytest
-session of N trivial tests without the marker; the same N tests under
-``@pytest.mark.permission()``; the same N tests under a minimal plugin that
-forks each body and does nothing else (what any fork per test costs); and,
-inside a pytest session (so the process has the same size), N bare
-``os.fork()`` + pipe + ``waitpid`` round trips. A variant's cost per test is
-(its session - plain) / N; the floor is the bare round trip; the script
-prints medians, page faults per test, and ratios to the floor. The machine
-is shared and noisy, so only ratios measured together mean anything.
+In one run, with the variants interleaved ROUNDS times, it times pytest
+sessions of N trivial tests in fresh processes:
 
-Where pytest-forked is importable (it needs pytest 8), the same N tests run
-with ``--forked`` in the same rounds and its ratio is printed too:
-``python -m venv v8 && v8/bin/pip install 'pytest<9' pytest-forked -e .``
-then ``v8/bin/python benchmarks/bench_isolation.py``.
+* ``plain``: the tests, no plugin at work;
+* ``(e) fork+report``: a minimal plugin (:data:`MINIMAL_FORK`) that forks
+  where ``item.runtest()`` starts, runs the body in the child, makes the call
+  report there, sends pytest's serialised report back as JSON and exits;
+  the parent parses it and reaps the child. No enforcement: the practical
+  floor for running a body in a forked child and reporting on it;
+* ``permission fork, kernel off`` / ``kernel auto``: ``--permission`` with
+  ``--permission-kernel=off`` / ``auto``;
+* ``permission inline``: ``--permission --permission-isolation=inline``
+  (no fork; the audit layer switched on around the call phase);
+* ``pytest-forked`` where it is installed (it needs pytest 8).
+
+Besides those, ``(f) bare fork``: N ``os.fork()`` + pipe + ``waitpid``
+round trips inside a pytest session (a process of the same size).
+
+A variant's cost per test is (its session - plain) / N, and for each
+variant the script prints the minimum over the rounds (the machine is
+shared; the minimum is the least disturbed run) and the median, each as
+milliseconds and as a ratio to (e) measured in the same rounds.
+
+``--big`` makes every session's pytest process about 150 MB (a conftest
+keeps 150 MB of Python objects alive), as a large real suite's is: fork
+costs grow with the size of the parent.
 """
 
 from __future__ import annotations
 
 import importlib.util
-import resource
 import statistics
 import subprocess
 import sys
@@ -32,15 +43,10 @@ from pathlib import Path
 FORKED = importlib.util.find_spec("pytest_forked") is not None
 
 FLOOR_TEST = '''
-import os, resource, time
-
-def faults():
-    return sum(resource.getrusage(who).ru_minflt
-               for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
+import os, time
 
 def test_floor():
     n = {n}
-    before = faults()
     start = time.perf_counter()
     for _ in range(n):
         reader, writer = os.pipe()
@@ -53,97 +59,116 @@ def test_floor():
         os.read(reader, 1)
         os.close(reader)
         os.waitpid(pid, 0)
-    print("FLOOR", (time.perf_counter() - start) / n, (faults() - before) / n)
+    print("FLOOR", (time.perf_counter() - start) / n)
+'''
+
+MINIMAL_FORK = '''
+import json, os
+import pytest
+
+
+@pytest.hookimpl(wrapper=True, trylast=True)
+def pytest_runtest_call(item):
+    """Fork where the body starts; the child reports, the parent parses the report."""
+    body = item.runtest
+
+    def forked():
+        reader, writer = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            os.close(reader)
+            call = pytest.CallInfo.from_call(body, when="call")
+            report = pytest.TestReport.from_item_and_call(item, call)
+            data = item.config.hook.pytest_report_to_serializable(
+                config=item.config, report=report
+            )
+            os.write(writer, json.dumps(data).encode())
+            os._exit(0)
+        os.close(writer)
+        chunks = []
+        while chunk := os.read(reader, 65536):
+            chunks.append(chunk)
+        os.close(reader)
+        os.waitpid(pid, 0)
+        report = item.config.hook.pytest_report_from_serializable(
+            config=item.config, data=json.loads(b"".join(chunks))
+        )
+        if report.failed:
+            raise AssertionError(report.longreprtext)
+
+    item.runtest = forked
+    try:
+        return (yield)
+    finally:
+        del item.runtest
+'''
+"""The reference (e): ``-p minimal_fork``. It wraps ``item.runtest`` (a
+``pytest_runtest_call`` wrapper, so the body runs once, in the child)."""
+
+BIG_CONFTEST = '''
+BALLAST = [str(i) * 8 for i in range(2_400_000)]  # about 150 MB of live objects
 '''
 
 
-def _faults() -> int:
-    """Minor page faults of the processes this one has waited for (and theirs)."""
-    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_minflt
-
-
-def session(folder: Path, name: str, *extra: str) -> tuple[float, int]:
-    """Wall time and page faults (the pytest process and its forked children)."""
-    before = _faults()
+def session(folder: Path, *args: str) -> float:
     start = time.perf_counter()
     subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", name, *extra],
-        cwd=folder, check=True, capture_output=True,
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *args],
+        cwd=folder, check=True, capture_output=True, stdin=subprocess.DEVNULL,
     )
-    return time.perf_counter() - start, _faults() - before
+    return time.perf_counter() - start
 
 
-def floor(folder: Path) -> tuple[float, float]:
-    """Seconds and page faults per bare fork round trip."""
+def floor(folder: Path) -> float:
     out = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-s", "-p", "no:cacheprovider", "test_floor.py"],
         cwd=folder, check=True, capture_output=True, text=True,
     ).stdout
-    line = next(line.split() for line in out.splitlines() if line.startswith("FLOOR"))
-    return float(line[1]), float(line[2])
-
-
-MINIMAL_FORK = '''
-import os
-import pytest
-
-@pytest.hookimpl(tryfirst=True)
-def pytest_runtest_call(item):
-    """The least a fork-per-test runner does: fork, run the body, exit, reap."""
-    pid = os.fork()
-    if pid == 0:
-        try:
-            item.runtest()
-        finally:
-            os._exit(0)
-    os.waitpid(pid, 0)
-    return True
-'''
-"""A plugin (``-p minimal_fork``) forking each test's body with nothing else:
-no enforcement, no report, no output relay. Its cost is what forking per test
-costs in a pytest session at all."""
+    return float(next(line.split()[1] for line in out.splitlines() if line.startswith("FLOOR")))
 
 
 def main() -> None:
-    n = int(sys.argv[1]) if len(sys.argv) > 1 else 300
-    rounds = int(sys.argv[2]) if len(sys.argv) > 2 else 5
+    args = [a for a in sys.argv[1:] if not a.startswith("--")]
+    big = "--big" in sys.argv
+    n = int(args[0]) if args else 300
+    rounds = int(args[1]) if len(args) > 1 else 7
     variants = {
-        "pytest-permission": ("test_marked.py",),
-        "minimal fork-per-test": ("test_plain.py", "-p", "minimal_fork"),
+        "(e) fork+report": ("test_plain.py", "-p", "minimal_fork"),
+        "permission fork, kernel off": (
+            "test_plain.py", "--permission", "--permission-kernel=off"),
+        "permission fork, kernel auto": (
+            "test_plain.py", "--permission", "--permission-kernel=auto"),
+        "permission inline": (
+            "test_plain.py", "--permission", "--permission-isolation=inline"),
     }
     if FORKED:
         variants["pytest-forked"] = ("test_plain.py", "--forked")
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        body = "".join(f"def test_{i}():\n    pass\n\n" for i in range(n))
-        (folder / "test_plain.py").write_text(body)
-        (folder / "test_marked.py").write_text(
-            "import pytest\n\npytestmark = pytest.mark.permission()\n\n" + body
+        (folder / "test_plain.py").write_text(
+            "".join(f"def test_{i}():\n    pass\n\n" for i in range(n))
         )
         (folder / "test_floor.py").write_text(FLOOR_TEST.format(n=n))
         (folder / "minimal_fork.py").write_text(MINIMAL_FORK)
-        costs: dict[str, list[tuple[float, float]]] = {name: [] for name in variants}
-        floors: list[tuple[float, float]] = []
+        if big:
+            (folder / "conftest.py").write_text(BIG_CONFTEST)
+        costs: dict[str, list[float]] = {name: [] for name in variants}
+        floors: list[float] = []
         for _ in range(rounds):
-            plain, plain_faults = session(folder, "test_plain.py")
-            for name, args in variants.items():
-                seconds, fault_count = session(folder, *args)
-                costs[name].append(((seconds - plain) / n, (fault_count - plain_faults) / n))
+            plain = session(folder, "test_plain.py", "-p", "no:permission")
+            for name, argv in variants.items():
+                costs[name].append((session(folder, *argv) - plain) / n)
             floors.append(floor(folder))
-    base = statistics.median(seconds for seconds, _ in floors)
-    base_faults = statistics.median(count for _, count in floors)
-    # Where the time goes: every page a process writes after a fork faults once
-    # (a copy in the child; in the parent, write access back). The floor's loop
-    # writes few pages; a test session writes many between two forks.
-    print(f"tests per session: {n} (x{rounds} rounds, medians)")
-    floor_line = f"{base * 1e6:6.0f} us, {base_faults:5.0f} page faults"
-    print(f"{'bare fork+pipe+waitpid (the floor):':34s} {floor_line}")
-    for name, rows in costs.items():
-        cost = statistics.median(seconds for seconds, _ in rows)
-        count = statistics.median(faults for _, faults in rows)
-        print(f"{name + ' per test:':34s} {cost * 1e6:6.0f} us, {count:5.0f} page faults"
-              f" = {cost / base:.2f}x the floor")
-    print("target for pytest-permission: <= 1.30x the floor")
+    reference = costs["(e) fork+report"]
+    print(f"{n} trivial tests per session, {rounds} interleaved rounds"
+          f"{', pytest process ~150 MB' if big else ''}; cost per test over plain pytest:")
+    print(f"{'':32s} {'min ms':>7s} {'x (e)':>6s}   {'median ms':>9s} {'x (e)':>6s}")
+    rows = {"(f) bare fork+pipe+waitpid": floors, **costs}
+    for name, values in rows.items():
+        low, mid = min(values), statistics.median(values)
+        print(f"{name:32s} {low * 1e3:7.2f} {low / min(reference):6.2f}   "
+              f"{mid * 1e3:9.2f} {mid / statistics.median(reference):6.2f}")
+    print("targets: permission fork <= 1.15x (e); permission inline <= 0.1 ms over plain")
 
 
 if __name__ == "__main__":

@@ -103,17 +103,19 @@ def _mismatches(error: object, permission: str | None, resource: object) -> list
 def assert_access_denied(
     error: object, permission: str | None = None, resource: object = None
 ) -> None:
-    """Fail unless ``error`` is an access denial with these fields.
+    """Raise ``AssertionError`` unless ``error`` is an access denial with these fields.
 
     ``error`` may be an exception, any object with ``code``/``permission``/
     ``resource`` attributes, or a mapping with those keys (a Node.js error
     parsed from JSON). ``None`` for ``permission``/``resource`` checks nothing.
+    An ``AssertionError``, as ``unittest`` and ``numpy.testing`` helpers raise,
+    so ``except Exception`` and non-pytest runners see a plain failed check.
     """
     __tracebackhide__ = True
     expected_permission = None if permission is None else _permission_field(permission)
     blocks = _mismatches(error, expected_permission, resource)
     if blocks:
-        pytest.fail("\n".join(blocks))
+        raise AssertionError("\n".join(blocks))
 
 
 class RaisesAccessDenied:
@@ -144,7 +146,7 @@ class RaisesAccessDenied:
         self.excinfo.fill_unfilled((type(denial), denial, denial.__traceback__ or exc_tb))
         blocks = _mismatches(denial, self.permission, self.resource)
         if blocks:
-            pytest.fail("\n".join(blocks))
+            raise AssertionError("\n".join(blocks))
         guard = audit.active()
         if guard is not None:
             guard.expect(denial)
@@ -170,5 +172,10 @@ def raises_access_denied(
     requests' ``ConnectionError``) counts when the denial is in its
     ``__cause__``/``__context__`` chain, and that denial is then expected, not
     swallowed.
+
+    Failures follow ``pytest.raises``: no exception at all is pytest's
+    ``Failed: DID NOT RAISE AccessDenied``; a denial whose fields differ is an
+    ``AssertionError`` naming each field expected and got (as ``pytest.raises``
+    does when ``match=`` does not match); any other exception propagates.
     """
     return RaisesAccessDenied(permission, resource)

@@ -31,7 +31,16 @@ from typing import Any
 
 import pytest
 
-from pytest_permission import audit, coverage_relay, kernel, startup, tools, transport
+from pytest_permission import (
+    audit,
+    coverage_relay,
+    hints,
+    kernel,
+    marker,
+    startup,
+    tools,
+    transport,
+)
 from pytest_permission.errors import Denial, chain
 from pytest_permission.fork import Writer
 from pytest_permission.plan import Plan
@@ -174,8 +183,7 @@ class ChildRole:
         swallowed = self.swallowed(failure)
         if not swallowed:
             return
-        lines = "\n".join(f"  {d.line()}" for d in swallowed)
-        text = f"the code under test swallowed {len(swallowed)} access denial(s):\n{lines}"
+        text = hints.swallowed(swallowed)
         if self.plan.strict and failure is None:
             pytest.fail(f"{text}\n(strict: swallowed denials fail the test)", pytrace=False)
         lineno = (self.item.location[1] or 0) + 1
@@ -230,10 +238,13 @@ class ChildRole:
         return result
 
     def _annotate(self, report: pytest.TestReport, call: pytest.CallInfo[None]) -> None:
-        """Add the kernel layer's explanation to a failure it probably caused."""
+        """Under a failure the policy probably caused: what was granted, what to change."""
         if call.excinfo is None or not report.failed:
             return
-        hint = kernel.explain(call.excinfo.value)
+        failure = call.excinfo.value
+        hint = kernel.explain(failure) or marker.hint_for(
+            self.item, failure, declared=self.plan.policy, granted=self.guard.policy
+        )
         addsection = getattr(report.longrepr, "addsection", None)
         if hint is not None and addsection is not None:
             addsection("permission", hint)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import errno
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from pytest_permission import scopes
 
@@ -35,6 +35,7 @@ def _hint(permission: str) -> str:
 class AccessDenied(PermissionError):
     """An operation the active policy does not grant, as Node's ERR_ACCESS_DENIED."""
 
+    __module__ = "pytest_permission"  # its public name, in reports and pickles alike
     code = CODE
 
     def __init__(self, permission: str, resource: str | None = None, message: str | None = None):
@@ -49,6 +50,18 @@ class AccessDenied(PermissionError):
 
     def __reduce__(self) -> tuple[type[AccessDenied], tuple[str, str | None, str]]:
         return (type(self), (self.permission, self.resource, str(self)))
+
+
+def hide_under_a_denial(excinfo: Any) -> bool:
+    """``__tracebackhide__`` of the modules that raise denials: hide their frames for one.
+
+    pytest hides a frame whose module global ``__tracebackhide__`` is true, or
+    a callable that answers true for the exception being shown. So a denial's
+    traceback ends in the frame that asked for the access, as a real
+    ``PermissionError``'s does, while any other exception passing through
+    (a bug in this plugin) keeps every frame. ``--fulltrace`` shows them all.
+    """
+    return excinfo is not None and bool(excinfo.errisinstance(AccessDenied))
 
 
 @dataclass(frozen=True)

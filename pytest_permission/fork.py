@@ -57,8 +57,9 @@ class Ended:
 
     payload: bytes | None
     """The one frame the child sent, verified; ``None`` if it sent none."""
-    status: int
-    """The raw ``waitpid`` status."""
+    status: int | None
+    """The raw ``waitpid`` status; ``None`` while the child, its report sent, is
+    left to exit on its own (see :func:`reap`)."""
     timed_out: bool = False
     invalid: str | None = None
     """Why what arrived was not one frame signed with this fork's key."""
@@ -67,6 +68,8 @@ class Ended:
         """How the child ended, in words (``killed by signal 11 (SIGSEGV)``)."""
         if self.timed_out:
             return "was killed after exceeding its timeout"
+        if self.status is None:
+            return "sent its report"
         if os.WIFSIGNALED(self.status):
             number = os.WTERMSIG(self.status)
             try:
@@ -153,17 +156,25 @@ def _die_with(parent: int) -> None:
         os._exit(1)
 
 
-def wait(child: Child, timeout: float | None = None) -> Ended:
-    """Read the child's frame and reap it; kill it if ``timeout`` passes.
+_exiting: set[int] = set()
+"""Children whose report arrived and who were left to exit (see :func:`reap`)."""
 
-    Any exception here (``KeyboardInterrupt`` above all) kills and reaps the
-    child before it propagates.
+
+def wait(child: Child, timeout: float | None = None) -> Ended:
+    """Read the child's frame; kill it if ``timeout`` passes.
+
+    A child whose whole signed frame arrived is not waited for: it only has
+    to exit, which takes as long as unmapping its pages, and the parent goes
+    on meanwhile; :func:`reap` collects it. Any other child is reaped here,
+    so its exit status can explain the failure. Any exception here
+    (``KeyboardInterrupt`` above all) kills and reaps the child before it
+    propagates.
     """
     deadline = None if timeout is None else time.monotonic() + timeout
-    chunks: list[bytes] = []
+    data = b""
     timed_out = False
     try:
-        while True:
+        while not _complete(data):
             remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
             ready, _, _ = select.select([child.reader], [], [], remaining)
             if not ready:
@@ -173,15 +184,35 @@ def wait(child: Child, timeout: float | None = None) -> Ended:
             chunk = os.read(child.reader, 1 << 16)
             if not chunk:
                 break
-            chunks.append(chunk)
+            data += chunk
     except BaseException:
         _kill(child.pid)
         raise
     finally:
         os.close(child.reader)
+    payload, invalid = _verify(data, child.key)
+    if payload is not None and not timed_out:
+        _exiting.add(child.pid)
+        return Ended(payload, None)
     _, status = os.waitpid(child.pid, 0)
-    payload, invalid = _verify(b"".join(chunks), child.key)
     return Ended(payload, status, timed_out, invalid)
+
+
+def reap(pid: int | None = None) -> None:
+    """Wait for a child :func:`wait` left to exit (``None``: every one of them)."""
+    for found in [pid] if pid is not None else list(_exiting):
+        if found in _exiting:
+            _exiting.discard(found)
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(found, 0)
+
+
+def _complete(data: bytes) -> bool:
+    """Whether ``data`` holds a whole frame (or more, which :func:`_verify` rejects)."""
+    if len(data) < _HEADER.size:
+        return False
+    (size,) = _HEADER.unpack_from(data)
+    return len(data) >= _HEADER.size + size + _TAG
 
 
 def _kill(pid: int) -> None:

@@ -48,6 +48,11 @@ PLAN = pytest.StashKey[Plan]()
 """Set by the plugin on an item that must run isolated."""
 _FINAL = pytest.StashKey[pytest.TestReport]()
 """The child's call report, until ``pytest_runtest_makereport`` returns it."""
+_EXITING = pytest.StashKey[int]()
+"""The child that sent its report and is exiting while the parent goes on."""
+_PREPARED = pytest.StashKey[dict[tuple[object, ...], child_role.Prepared]]()
+"""On the config: what each distinct plan's children need, made once (guard,
+Landlock ruleset, seccomp program, exported policy) and kept until the end."""
 
 REPORT_ATTRIBUTE = "permission_denials"
 """The call report's list of denial dicts: it travels with the report (to an
@@ -109,18 +114,44 @@ def _forked(item: pytest.Item, plan: Plan, runtest: Callable[[], object]) -> Non
     """
     for stream in (sys.stdout, sys.stderr):
         stream.flush()  # nothing buffered may be written twice
-    prepared = child_role.prepare(item, plan)
-    try:
-        child, writer = fork.fork()
-    except BaseException:
-        prepared.close()
-        raise
+    prepared = _prepared(item, plan)
+    child, writer = fork.fork()
     if child is None:
         assert writer is not None
         child_role.run(item, plan, writer, prepared, runtest)
         return
-    prepared.close()
-    _relay(item, plan, fork.wait(child, plan.timeout))()
+    ended = fork.wait(child, plan.timeout)
+    if ended.status is None:
+        item.stash[_EXITING] = child.pid
+    _relay(item, plan, ended)()
+
+
+def _prepared(item: pytest.Item, plan: Plan) -> child_role.Prepared:
+    """The plan's :class:`~pytest_permission.child.Prepared`, made on first use."""
+    cache = item.config.stash.setdefault(_PREPARED, {})
+    key = (plan, str(item.path), *tools.paths()[0])
+    found = cache.get(key)
+    if found is None:
+        found = cache[key] = child_role.prepare(item, plan)
+    return found
+
+
+@pytest.hookimpl(wrapper=True, trylast=True)
+def pytest_runtest_teardown(item: pytest.Item) -> Generator[None, object, object]:
+    """Reap the test's child once its teardown is done: it exited meanwhile."""
+    try:
+        return (yield)
+    finally:
+        pid = item.stash.get(_EXITING, None)
+        if pid is not None:
+            del item.stash[_EXITING]
+            fork.reap(pid)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    fork.reap()
+    for prepared in config.stash.get(_PREPARED, {}).values():
+        prepared.close()
 
 
 def _relay(item: pytest.Item, plan: Plan, ended: Ended) -> Callable[[], None]:

@@ -19,21 +19,33 @@ from pathlib import Path
 
 import pytest
 
-from pytest_permission import scopes
+from pytest_permission import hints, scopes
 from pytest_permission.policy import INHERIT, Policy
 from pytest_permission.scopes import Kind
-
-MARKER_LINE = (
-    "permission(base='none', *, fs_read=..., fs_write=..., net=..., child=..., worker=..., "
-    "addon=..., ffi=..., inspector=..., env=..., wasi=..., strict=None, implicit=None, "
-    "timeout=None): run the test in a forked child with only these permissions "
-    "(Node.js permission model)"
-)
 
 NONE = "none"
 BASES = (NONE, INHERIT)
 PLACEHOLDERS = ("tmp_path", "rootdir", "testdir")
 _SETTINGS = ("strict", "implicit", "timeout")
+
+
+def _marker_line() -> str:
+    """The ``pytest --markers`` line, every keyword from the scope table (aliases too)."""
+    names = {keyword: scopes.by_keyword(keyword) for keyword in scopes.keywords()}
+
+    def spelled(keyword: str) -> str:
+        aliases = [a for a, s in names.items() if s is names[keyword] and a != keyword]
+        return f"{keyword}=..." + "".join(f" (or {alias}=...)" for alias in aliases)
+
+    keywords = [spelled(k) for k, scope in names.items() if scope and scope.keyword == k]
+    settings = ", ".join(f"{name}=None" for name in _SETTINGS)
+    return (
+        f"permission(base='none', *, {', '.join(keywords)}, {settings}): run the test in a "
+        "forked child with only these permissions (Node.js permission model)"
+    )
+
+
+MARKER_LINE = _marker_line()
 _PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
 
 
@@ -184,3 +196,26 @@ def validate(marker: pytest.Mark) -> None:
     """
     dummy = Path(tempfile.gettempdir())
     settings_for(marker, session=Policy(), rootdir=dummy, testdir=dummy, tmp_path=dummy)
+
+
+def hint_for(
+    item: pytest.Item, failure: BaseException, *, declared: Policy, granted: Policy
+) -> str | None:
+    """The report's ``permission`` section for a test that failed with a denial.
+
+    ``declared`` is the policy the test started with, ``granted`` the one in
+    force when it failed; see :mod:`pytest_permission.hints`.
+    """
+    mark = item.get_closest_marker("permission")
+    tmp_path = getattr(item, "funcargs", {}).get("tmp_path")
+    context = hints.Context(
+        nodeid=item.nodeid,
+        granted=granted,
+        declared=declared,
+        written=None if mark is None else dict(mark.kwargs),
+        inherit=mark is not None and _base(mark) == INHERIT,
+        rootdir=str(item.config.rootpath),
+        testdir=str(Path(item.path).parent),
+        tmp_path=None if tmp_path is None else str(tmp_path),
+    )
+    return hints.explain(failure, context)

@@ -55,7 +55,7 @@ class Session:
     enforce: bool
     """``--permission``: restrict every test, not only marked ones."""
     policy: Policy
-    """The grants of ``--allow-*``; markers start from it with ``"inherit"``."""
+    """The grants of ``--allow-*``: what ``--permission`` restricts every test to."""
     strict: bool
     """``--permission-strict``: a swallowed denial fails the test."""
     implicit: bool
@@ -71,6 +71,16 @@ class Session:
     """``--permission-baseline``: the capability baseline to check (or update)."""
     baseline_update: bool = False
     """``--permission-baseline-update``: record the baseline instead of checking it."""
+
+    @property
+    def inherited(self) -> Policy:
+        """What ``"inherit"`` takes: like the rest of this session (spec section 6).
+
+        Under ``--permission``, the ``--allow-*`` grants; without it the session
+        is unrestricted, so everything: ``("inherit", net=False)`` is then
+        "anything but the network".
+        """
+        return self.policy if self.enforce else Policy.allow_all()
 
     @property
     def observe(self) -> bool:
@@ -121,12 +131,12 @@ def add_options(parser: pytest.Parser) -> None:
         "--permission-no-implicit",
         "no implicit grants (Python installation, sys.path code, system data files)",
     )
-    switch(
-        "--permission-audit",
-        "enforce nothing: record what each test touches and print the marker it needs",
-    )
     # Command line only: these turn enforcement off for the whole run, a choice
     # to make per run (a CI job), not a setting that silently disables markers.
+    group.addoption(
+        "--permission-audit", action="store_true", dest="permission_audit",
+        help="enforce nothing: record what each test touches and print the marker it needs",
+    )
     group.addoption(
         "--permission-audit-json", dest="permission_audit_json", metavar="FILE", default=None,
         help="write the audit (each test's accesses and suggested marker) to FILE as JSON; "
@@ -255,6 +265,7 @@ def session_settings(config: pytest.Config) -> Session:
     def flag(name: str) -> bool:
         return bool(_setting(config, name).value)
 
+    _refuse_the_audit_key(config)
     audit_json = _file(config, "permission_audit_json")
     baseline = _file(config, "permission_baseline")
     update = bool(config.getoption("permission_baseline_update"))
@@ -266,7 +277,7 @@ def session_settings(config: pytest.Config) -> Session:
         strict=flag("--permission-strict"),
         implicit=not flag("--permission-no-implicit"),
         kernel=_parsed(config, "--permission-kernel", _kernel, "one of auto, require, off"),
-        audit=flag("--permission-audit") or audit_json is not None,
+        audit=bool(config.getoption("permission_audit")) or audit_json is not None,
         timeout=_parsed(
             config, "--permission-timeout", _timeout,
             "a number of seconds >= 0 (0 for no limit), e.g. 30 or 2.5",
@@ -275,6 +286,24 @@ def session_settings(config: pytest.Config) -> Session:
         baseline=baseline,
         baseline_update=update,
     )
+
+
+def _refuse_the_audit_key(config: pytest.Config) -> None:
+    """A usage error for a configuration file (or ``-o``) that still sets ``permission_audit``.
+
+    The key once existed and switched every marker off in every run; pytest
+    itself would only warn about it now that it is unknown. pytest 9 keeps
+    the raw keys, ``-o`` ones included, in ``_inicfg``; pytest 8 in
+    ``inicfg`` and ``_override_ini``.
+    """
+    given = set(vars(config).get("_inicfg", vars(config).get("inicfg", {})))
+    given |= {o.partition("=")[0].strip() for o in getattr(config, "_override_ini", ())}
+    if "permission_audit" in given:
+        raise pytest.UsageError(
+            "permission_audit (ini): audit runs are command-line only (--permission-audit), "
+            "so that a configuration file can never switch enforcement off; remove the key "
+            "and pass --permission-audit to the runs that audit"
+        )
 
 
 def _file(config: pytest.Config, name: str) -> Path | None:

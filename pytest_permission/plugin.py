@@ -150,7 +150,7 @@ def _declared_plan(item: pytest.Item, session: options.Session) -> Plan | None:
         tmp_path = item._request.getfixturevalue("tmp_path")  # type: ignore[attr-defined]
     settings = marker.settings_for(
         mark,
-        session=session.policy,
+        session=session.inherited,
         rootdir=item.config.rootpath,
         testdir=Path(item.path).parent,
         tmp_path=tmp_path,

@@ -70,6 +70,10 @@ class Policy:
 
     grants: Mapping[str, Grant] = field(default_factory=dict)  # type: ignore[type-arg]
 
+    def __hash__(self) -> int:
+        """Equal policies hash alike, so what is built for one can be kept for the next."""
+        return hash(tuple(sorted(self.grants.items())))
+
     # -- construction -------------------------------------------------------
 
     @classmethod

@@ -114,9 +114,9 @@ def test_wrong_permission():
     result.stdout.fnmatch_lines(
         [
             # The denial itself is shown first, so its origin is in the report.
-            "E *pytest_permission.errors.AccessDenied: Access to this API has been *",
+            "E *pytest_permission.AccessDenied: Access to this API has been *",
             "During handling of the above exception, another exception occurred:",
-            "E       Failed: AccessDenied permission mismatch",
+            "E       AssertionError: AccessDenied permission mismatch",
             "E         expected: 'FileSystemRead'",
             "E         got:      'Net'",
         ]
@@ -135,7 +135,7 @@ def test_wrong_resource():
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(
         [
-            "E       Failed: AccessDenied resource mismatch",
+            "E       AssertionError: AccessDenied resource mismatch",
             "E         expected: '/data/out'",
             "E         got:      '/data/other'",
         ]
@@ -154,7 +154,7 @@ def test_both():
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(
         [
-            "E       Failed: AccessDenied permission mismatch",
+            "E       AssertionError: AccessDenied permission mismatch",
             "E         expected: 'Net'",
             "E         got:      'Env'",
             "E       AccessDenied resource mismatch",
@@ -236,15 +236,15 @@ def test_plain_permission_error():
     result.stdout.fnmatch_lines(
         [
             '>       assert_access_denied(node, "fs.read", "/etc/y")',
-            "E       Failed: AccessDenied resource mismatch",
+            "E       AssertionError: AccessDenied resource mismatch",
             "E         expected: '/etc/y'",
             "E         got:      '/etc/x'",
             '>       assert_access_denied({"code": "ENOENT", "permission": None}, "fs.read")',
-            "E       Failed: AccessDenied code mismatch",
+            "E       AssertionError: AccessDenied code mismatch",
             "E         expected: 'ERR_ACCESS_DENIED'",
             "E         got:      'ENOENT'",
             "E         error:    {'code': 'ENOENT', 'permission': None}",
-            "E       Failed: AccessDenied code mismatch",
+            "E       AssertionError: AccessDenied code mismatch",
             "E         expected: 'ERR_ACCESS_DENIED'",
             "E         got:      None",
             "E         error:    PermissionError(13, 'denied')",
@@ -270,3 +270,26 @@ def test_excinfo_is_pytest_exception_info() -> None:
     assert isinstance(excinfo, pytest.ExceptionInfo)
     assert excinfo.value.permission == "FileSystemRead"
     assert excinfo.value.code == "ERR_ACCESS_DENIED"
+
+
+def test_mismatches_are_assertion_errors_and_no_denial_is_pytests_own_failure() -> None:
+    """As ``unittest``/``numpy.testing`` helpers and ``pytest.raises(match=...)``: an
+    ``AssertionError`` (an ``Exception``, unlike pytest's ``Failed``) with the fields."""
+    with pytest.raises(AssertionError) as info:
+        assert_access_denied(AccessDenied("FileSystemRead", "/x"), "fs.read", "/y")
+    assert str(info.value) == (
+        "AccessDenied resource mismatch\n  expected: '/y'\n  got:      '/x'"
+    )
+    try:
+        assert_access_denied({"code": "ENOENT"})
+    except Exception as exc:  # what a non-pytest runner or a retry loop would catch
+        assert "AccessDenied code mismatch" in str(exc)
+    with (
+        pytest.raises(AssertionError, match=r"^AccessDenied permission mismatch\n"),
+        raises_access_denied("net"),
+    ):
+        raise AccessDenied("FileSystemRead", "/x")
+    with pytest.raises(pytest.fail.Exception, match=r"^DID NOT RAISE AccessDenied$"), (
+        raises_access_denied()
+    ):
+        pass

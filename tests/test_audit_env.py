@@ -187,3 +187,35 @@ def test_drop_hides_a_granted_variable_from_then_on(enforced: Any) -> None:
         "denied": False,
         "value": repr([("APP_TOKEN", False), ("APP_TOKEN", True)]),
     }
+
+
+TOOLS_READ = {
+    "PYTEST_THEME": "monokai",  # pytest, colouring an assertion diff
+    "PYTEST_THEME_MODE": "dark",
+    "PYTEST_VERSION": "9.2.0",  # set by pytest for the session
+    "PYTEST_XDIST_WORKER": "gw1",  # set by pytest-xdist for each worker
+    "PYTEST_XDIST_WORKER_COUNT": "2",
+    "PYTEST_XDIST_TESTRUNUID": "abc",
+    "HYPOTHESIS_STORAGE_DIRECTORY": "/tmp/h",  # hypothesis, while a @given test runs
+    "HYPOTHESIS_NO_TRACEBACK_TRIM": "1",
+}
+
+
+def test_what_pytest_and_its_plugins_read_for_the_test_is_implicit(enforced: Any) -> None:
+    """Hidden, each read was a swallowed denial the test never made; under ``-W error`` the
+    warning replaced the test's real failure. Still hidden with ``implicit=False``, and
+    coverage's subprocess switch stays hidden (it would make subprocesses write data)."""
+    code = f"""
+        import os
+        for name in {sorted(TOOLS_READ)!r} + ["COVERAGE_PROCESS_START"]:
+            attempt(name, lambda: os.environ.get(name))
+        print("@@" + json.dumps({{"denials": [d.resource for d in GUARD.denials]}}), flush=True)
+        """
+    env = environment(**TOOLS_READ, COVERAGE_PROCESS_START="/x/.coveragerc")
+    on = enforced(code, env=env)
+    for name, value in TOOLS_READ.items():
+        assert on[name] == {"denied": False, "value": repr(value)}
+    assert on["COVERAGE_PROCESS_START"] == {"denied": False, "value": "None"}
+    assert on.results["denials"] == ["COVERAGE_PROCESS_START"]
+    off = enforced(code, env=env, implicit=False)
+    assert all(off[name] == {"denied": False, "value": "None"} for name in TOOLS_READ)

@@ -739,3 +739,38 @@ def test_drop_at_runtime_revokes_a_granted_path(
     assert [(d["permission"], d["resource"], d["where"]) for d in out.results["denials"]] == [
         (READ, str(target), f"{tmp_path / 'snippet.py'}:{line}")
     ]
+
+
+def test_a_made_up_source_file_name_is_no_denial(enforced: Any, tmp_path: Path) -> None:
+    """CPython opens a code object's ``<unknown>``/``<string>`` to quote a SyntaxError's line
+    (``ast.parse`` of indented source, as hypothesis does on every ``@given`` method): no
+    denial, no warning, no grant for it. A real file of such a name is still checked, and
+    writing one is a write like any other."""
+    (tmp_path / "<real>").write_text("a file with an odd name")
+    out = enforced(
+        with_denials(
+            """
+        import ast
+        def parse_indented():
+            try:
+                ast.parse("    x = 1\\n")
+            except SyntaxError as exc:
+                return type(exc).__name__
+        attempt("ast", parse_indented)
+        attempt("compile", lambda: compile("  y = (", "<string>", "exec"))
+        attempt("missing", lambda: open("<unknown>"))
+        attempt("real", lambda: open("<real>").read())
+        attempt("write", lambda: open("<new>", "w"))
+        """
+        ),
+        {},
+    )
+    assert out["ast"] == ok("IndentationError")
+    assert out["compile"]["error"] == "IndentationError"
+    assert out["missing"]["error"] == "FileNotFoundError"
+    assert out["real"] == denied(READ, tmp_path / "<real>")
+    assert out["write"] == denied(WRITE, tmp_path / "<new>")
+    assert [d["resource"] for d in out.results["denials"]] == [
+        str(tmp_path / "<real>"),
+        str(tmp_path / "<new>"),
+    ]

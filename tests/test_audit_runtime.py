@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -348,6 +349,31 @@ def test_granted_inspector_traces(enforced: Any) -> None:
     assert out["settrace"] == {"denied": False, "value": "True"}
     assert out["thread"]["denied"] is False
     assert int(out["thread"]["value"]) >= 1
+
+
+@pytest.mark.parametrize("inspector", [True, False])
+@pytest.mark.parametrize("implicit", [True, False])
+def test_pdb_reads_its_start_up_files_the_test_does_not(
+    enforced: Any, tmp_path: Path, inspector: bool, implicit: bool
+) -> None:
+    """Every ``pdb.Pdb`` (``breakpoint()``, each doctest's) reads ``~/.pdbrc`` and ``./.pdbrc``:
+    pdb's reading, granted; the test's own reading of them is not."""
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / ".pdbrc").write_text("p 'home'\n")
+    (tmp_path / ".pdbrc").write_text("p 'here'\n")
+    code = """
+        attempt("rc", lambda: pdb.Pdb().rcLines)
+        print("@@" + json.dumps({"denials": [d.resource for d in GUARD.denials]}), flush=True)
+        attempt("own", lambda: open(os.path.expanduser("~/.pdbrc")).read())
+        """
+    env = {**os.environ, "HOME": str(home)}
+    out = enforced(
+        code, {"inspector": inspector}, env=env, implicit=implicit, setup="import os, pdb\n"
+    )
+    assert out["rc"] == {"denied": False, "value": repr(["p 'home'\n", "p 'here'\n"])}
+    assert out.results["denials"] == []
+    assert out["own"]["denied"] is True
 
 
 @pytest.mark.skipif(

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from pytest_permission import scopes
 from pytest_permission.marker import MARKER_LINE, TestSettings, settings_for, validate
 from pytest_permission.policy import Policy
 
@@ -41,8 +42,9 @@ def settings(folders: dict[str, Path], marker: pytest.Mark) -> TestSettings:
 
 def test_marker_line_documents_every_keyword() -> None:
     assert MARKER_LINE.startswith("permission(base='none', *, fs_read=..., fs_write=...")
-    for keyword in ("net", "child", "worker", "addon", "ffi", "inspector", "env", "wasi"):
+    for keyword in scopes.keywords():  # openssl_store and the addons alias too
         assert f"{keyword}=..." in MARKER_LINE
+    assert "addon=... (or addons=...), ffi=..." in MARKER_LINE
     assert "strict=None, implicit=None, timeout=None)" in MARKER_LINE
     assert MARKER_LINE.endswith("(Node.js permission model)")
 

@@ -77,7 +77,6 @@ def test_help_lists_the_group_and_every_option(project: pytest.Pytester) -> None
             "  permission_allow_wasi (bool):",
             "  permission_strict (bool):",
             "  permission_no_implicit (bool):",
-            "  permission_audit (bool):",
             "  permission_kernel (string):",
             "  permission_timeout (string):",
         ]
@@ -189,14 +188,13 @@ def test_ini(project: pytest.Pytester) -> None:
         permission_allow_ffi = true
         permission_strict = true
         permission_no_implicit = true
-        permission_audit = true
         permission_kernel = require
         permission_timeout = 30
         """
     )
     session = settings(project)
     assert (session.enforce, session.strict, session.implicit) == (True, True, False)
-    assert (session.audit, session.kernel, session.timeout) == (True, "require", 30.0)
+    assert (session.audit, session.kernel, session.timeout) == (False, "require", 30.0)
     policy = session.policy
     assert policy.has("fs.read", project.path / "data")
     assert policy.has("fs.read", "/etc/hostname")
@@ -207,6 +205,46 @@ def test_ini(project: pytest.Pytester) -> None:
     assert policy.has("child")
     assert policy.has("ffi")
     assert not policy.has("worker")
+
+
+def test_help_has_no_ini_key_that_switches_enforcement_off(project: pytest.Pytester) -> None:
+    result = project.runpytest(*OFF, "--help")
+    result.stdout.fnmatch_lines(["  --permission-audit *enforce nothing*"])
+    result.stdout.no_fnmatch_line("  permission_audit*")
+
+
+@pytest.mark.parametrize("where", ["ini", "-o"])
+def test_the_audit_ini_key_is_a_usage_error(project: pytest.Pytester, where: str) -> None:
+    """A configuration file must never switch every marker off: audit runs are command-line only."""
+    project.makepyfile(test_a="def test_a(): pass")
+    args: tuple[str, ...] = ()
+    if where == "ini":
+        project.makeini("[pytest]\npermission_audit = true\n")
+    else:
+        args = ("-o", "permission_audit=true")
+    result = project.runpytest(*OFF, *args)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        [
+            "ERROR: permission_audit (ini): audit runs are command-line only "
+            "(--permission-audit), so that a configuration file can never switch enforcement "
+            "off; remove the key and pass --permission-audit to the runs that audit"
+        ]
+    )
+    result.stdout.no_fnmatch_line("*passed*")
+
+
+def test_inherit_takes_the_grants_under_permission_and_everything_without(
+    project: pytest.Pytester,
+) -> None:
+    """Spec section 6: "inherit" is like the rest of the session (unrestricted without
+    --permission)."""
+    project.makeini("[pytest]\npermission_allow_fs_read = data\n")
+    assert settings(project).inherited == Policy.allow_all()
+    session = settings(project, "--permission")
+    assert session.inherited == session.policy
+    assert session.inherited.has("fs.read", project.path / "data")
+    assert not session.inherited.has("net")
 
 
 def test_ini_star_grants_everything(project: pytest.Pytester) -> None:

@@ -7,9 +7,9 @@ from pytest_permission import raises_access_denied
 
 from weatherapp import config
 
-# Loading the configuration never touches the network, whatever the session
-# grants: start from the session policy ("inherit", which grants reading
-# tests/data through pyproject.toml) and deny the network.
+# Loading the configuration never touches the network: "inherit" is like the
+# rest of the session (which runs without --permission, so unrestricted), and
+# net=False takes the network away.
 pytestmark = pytest.mark.permission("inherit", net=False)
 
 
@@ -26,6 +26,9 @@ def other_config_dir(tmp_path):
     return tmp_path
 
 
+# Only tests/data may be read here, and nothing else (every scope a marker does
+# not name is denied). A relative marker path is relative to rootdir, the project.
+@pytest.mark.permission(fs_read=["tests/data"])
 def test_reads_nothing_outside_the_granted_folder(other_config_dir):
     with raises_access_denied("fs.read", resource=other_config_dir / "weather.ini"):
         config.load(other_config_dir)
@@ -45,8 +48,8 @@ class TestEnvironment:
             os.environ["AWS_SECRET_ACCESS_KEY"] = "x"
 
     # And a function marker wins over its class's. This one denies everything
-    # but takes fs_read alone from the session ("inherit" per keyword): no env
-    # grant, so the variables weather_env set in the pytest process are hidden.
+    # but takes fs_read alone from the session ("inherit" per keyword: here, all
+    # of it): no env grant, so the variables weather_env set are hidden.
     @pytest.mark.permission(fs_read="inherit")
     @pytest.mark.filterwarnings("ignore:the code under test swallowed")
     def test_variables_not_granted_are_hidden(self, config_dir, weather_env, permission):

@@ -14,15 +14,13 @@ three cases apart:
 - setting or deleting any variable that is not granted raises
   ``AccessDenied``, through ``os.environ`` or ``os.putenv``/``os.unsetenv``.
 
-With implicit grants on, ``PATH``, ``HOME``, ``TMPDIR``, ``TZ``, ``LANG``,
-``LC_*``, ``TERM``, ``PYTHON*``, the colour switches ``PY_COLORS``,
-``NO_COLOR``, ``FORCE_COLOR``, the CI markers ``CI``, ``BUILD_NUMBER`` and
-the terminal size ``COLUMNS``, ``LINES`` stay visible: pytest reads the last
-seven while it reports a failure in the child (colour, width, and whether to
-truncate an assertion explanation), and hiding them would both change the
-report and log a denial the test never made. ``PYTEST_CURRENT_TEST``
-always does: pytest sets and removes it around each phase, in the child too,
-so like the plugin's own files it is granted even with ``implicit=False``.
+With implicit grants on, the variables of :data:`IMPLICIT` stay visible:
+spec section 3's list, and what pytest and its common plugins read on the
+test's behalf while its body runs, or set for it: hiding those would change
+the report and log a denial the test never made (with ``-W error``, one that
+replaced the test's real failure). ``PYTEST_CURRENT_TEST`` always does:
+pytest sets and removes it around each phase, in the child too, so like the
+plugin's own files it is granted even with ``implicit=False``.
 ``/proc/self/environ`` still shows the environment the process started
 with; reading it is an ``fs.read`` matter.
 
@@ -40,20 +38,40 @@ from collections.abc import Callable
 from typing import Any
 
 from pytest_permission.audit.guard import Guard, Handler
+from pytest_permission.errors import hide_under_a_denial
 from pytest_permission.policy import NameRule
 from pytest_permission.scopes import ENV
+
+__tracebackhide__ = hide_under_a_denial
+"""A denial's traceback ends where the access was asked for (pytest hides these frames)."""
 
 IMPLICIT = tuple(
     NameRule(name)
     for name in (
+        # spec section 3
         "PATH", "HOME", "TMPDIR", "TZ", "LANG", "LC_*", "TERM", "PYTHON*",
-        "PY_COLORS", "NO_COLOR", "FORCE_COLOR", "CI", "BUILD_NUMBER", "COLUMNS", "LINES",
+        # read by pytest while it explains a failed assertion in the body: colour,
+        # width (shutil.get_terminal_size; tox and xdist workers set COLUMNS/LINES),
+        # whether to truncate (on CI), the diff's highlighting
+        "PY_COLORS", "NO_COLOR", "FORCE_COLOR", "COLUMNS", "LINES", "CI", "BUILD_NUMBER",
+        "PYTEST_THEME", "PYTEST_THEME_MODE",
+        # set for the test by pytest (the session) and pytest-xdist (the worker)
+        "PYTEST_VERSION", "PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT",
+        "PYTEST_XDIST_TESTRUNUID",
+        # read by hypothesis while a @given test runs: its database folder, and
+        # whether to trim a failure's traceback
+        "HYPOTHESIS_STORAGE_DIRECTORY", "HYPOTHESIS_NO_TRACEBACK_TRIM",
     )
 )
-"""Variables granted while implicit grants are on (spec section 3), plus the
-colour switches, CI markers and terminal size that pytest, argparse and
-hypothesis read on the test's behalf (``shutil.get_terminal_size``); tox and
-xdist workers set ``COLUMNS``/``LINES``, so hiding them made runs differ."""
+"""Variables granted while implicit grants are on.
+
+Reviewed for pytest, pytest-xdist, hypothesis, coverage.py/pytest-cov,
+pytest-timeout and pytest-rerunfailures: what they read outside the body
+(at start-up, collection, the parent's report) needs no grant. Deliberately
+not here: ``COVERAGE_PROCESS_START``/``COVERAGE_PROCESS_CONFIG``, which
+would make a restricted test's Python subprocesses start measuring and
+write data files outside the test's grants.
+"""
 
 PYTEST_OWN = NameRule("PYTEST_CURRENT_TEST")
 """Set by pytest itself around every phase, so granted even with ``implicit=False``."""

@@ -27,8 +27,12 @@ from urllib.parse import parse_qs, urlsplit
 
 from pytest_permission import paths
 from pytest_permission.audit.guard import Guard, Handler, absolute, caller_file, fd_path
+from pytest_permission.errors import hide_under_a_denial
 from pytest_permission.scopes import FS_READ as READ
 from pytest_permission.scopes import FS_WRITE as WRITE
+
+__tracebackhide__ = hide_under_a_denial
+"""A denial's traceback ends where the access was asked for (pytest hides these frames)."""
 
 if sys.platform != "win32":
     import fcntl
@@ -92,6 +96,21 @@ def _raw(path: object, dir_fd: int | None) -> str:
     if dir_fd is not None and dir_fd >= 0:
         return os.path.join(fd_path(dir_fd), text)
     return os.path.join(os.getcwd(), text)
+
+
+def _made_up(path: object, dir_fd: int | None) -> bool:
+    """A code object's made-up file name (``<unknown>``, ``<string>``) naming no file.
+
+    CPython opens such a name to quote the source line of a ``SyntaxError``
+    (``ast.parse`` of indented source, as hypothesis does for every ``@given``
+    method): there is nothing to read, so nothing to deny, warn about or
+    grant. Reading it finds no file, as without the plugin; a file of that
+    name that does exist is checked like any other.
+    """
+    if not isinstance(path, (str, bytes)) or path[-1:] not in (">", b">"):
+        return False  # every ordinary open: one slice, no decoding
+    text = os.fsdecode(path)
+    return text.startswith("<") and os.sep not in text and not os.path.lexists(_raw(path, dir_fd))
 
 
 def needs(flags: int) -> tuple[bool, bool]:
@@ -162,6 +181,8 @@ def install(guard: Guard) -> dict[str, Handler]:
             return  # wrapping a descriptor opened earlier
         base = open_dir_fd.value if in_dir_fd_open else None
         want_read, want_write = needs(flags)
+        if not want_write and _made_up(path, base):
+            return
         if want_write:
             write(path, base)
         if want_read:

@@ -15,9 +15,12 @@ from typing import Any
 
 from pytest_permission import paths, scopes
 from pytest_permission.audit.implicit import Implicit
-from pytest_permission.errors import AccessDenied, Denial
+from pytest_permission.errors import AccessDenied, Denial, hide_under_a_denial
 from pytest_permission.policy import Policy
 from pytest_permission.scopes import Scope
+
+__tracebackhide__ = hide_under_a_denial
+"""A denial's traceback ends where the access was asked for (pytest hides these frames)."""
 
 Handler = Callable[[tuple[Any, ...]], None]
 

@@ -73,13 +73,25 @@ def system_paths(*, net: bool) -> list[str]:
 
 
 def _pdb_config(real: str) -> bool:
-    """``~/.pdbrc`` or ``./.pdbrc``: read by every ``pdb.Pdb()``, which pytest's doctest
-    runner makes for each doctest and its debugger for ``--pdb``/``--trace``. Granted
-    even with ``implicit=False``: it is pytest's own reading, not the test's."""
+    """``~/.pdbrc`` or ``./.pdbrc``, as ``pdb.Pdb()`` itself reads them.
+
+    pytest's doctest runner makes a ``Pdb`` for each doctest, its debugger one
+    for ``--pdb``/``--trace``, ``breakpoint()`` one: that reading is pytest's
+    and pdb's, not the test's, so it is granted even with ``implicit=False``.
+    The test's own code reading those files needs a grant like any other.
+    """
     if os.path.basename(real) != ".pdbrc":
         return False
     home = paths.resolve(os.path.expanduser("~/.pdbrc"))
-    return real in (home, paths.resolve(os.path.join(os.getcwd(), ".pdbrc")))
+    if real not in (home, paths.resolve(os.path.join(os.getcwd(), ".pdbrc"))):
+        return False
+    pdb_file = getattr(sys.modules.get("pdb"), "__file__", None)
+    frame = sys._getframe(1)
+    while frame is not None:
+        if frame.f_code.co_filename == pdb_file:
+            return True
+        frame = frame.f_back  # type: ignore[assignment]
+    return False
 
 
 class Implicit:

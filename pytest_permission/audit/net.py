@@ -18,8 +18,12 @@ from typing import Any
 
 from pytest_permission import paths
 from pytest_permission.audit.guard import Guard, Handler
+from pytest_permission.errors import hide_under_a_denial
 from pytest_permission.hosts import format_endpoint
 from pytest_permission.scopes import NET
+
+__tracebackhide__ = hide_under_a_denial
+"""A denial's traceback ends where the access was asked for (pytest hides these frames)."""
 
 _INET = (socket.AF_INET, socket.AF_INET6)
 _UNIX = getattr(socket, "AF_UNIX", None)

@@ -23,7 +23,11 @@ from typing import Any
 
 from pytest_permission import paths
 from pytest_permission.audit.guard import Guard, Handler
+from pytest_permission.errors import hide_under_a_denial
 from pytest_permission.scopes import CHILD, WORKER
+
+__tracebackhide__ = hide_under_a_denial
+"""A denial's traceback ends where the access was asked for (pytest hides these frames)."""
 
 SHELLS = frozenset({"sh", "bash", "dash", "ash", "ksh", "zsh"})
 """Programs whose ``-c`` argument is a command line (``shell=True`` runs ``/bin/sh``)."""

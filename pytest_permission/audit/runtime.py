@@ -50,7 +50,11 @@ from types import ModuleType
 from typing import Any
 
 from pytest_permission.audit.guard import Guard, Handler, caller_file
+from pytest_permission.errors import hide_under_a_denial
 from pytest_permission.scopes import ADDON, FFI, INSPECTOR
+
+__tracebackhide__ = hide_under_a_denial
+"""A denial's traceback ends where the access was asked for (pytest hides these frames)."""
 
 MAIN_PROGRAM = "<main program>"
 """The ``ffi`` resource for ``CDLL(None)``: the symbols of the process itself."""
