@@ -132,7 +132,7 @@ def main() -> None:
     big = "--big" in sys.argv
     n = int(args[0]) if args else 300
     rounds = int(args[1]) if len(args) > 1 else 7
-    variants = {
+    variants: dict[str, tuple[str, ...]] = {
         "(e) fork+report": ("test_plain.py", "-p", "minimal_fork"),
         "permission fork, kernel off": (
             "test_plain.py", "--permission", "--permission-kernel=off"),

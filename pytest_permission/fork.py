@@ -211,7 +211,7 @@ def _complete(data: bytes) -> bool:
     """Whether ``data`` holds a whole frame (or more, which :func:`_verify` rejects)."""
     if len(data) < _HEADER.size:
         return False
-    (size,) = _HEADER.unpack_from(data)
+    size: int = _HEADER.unpack_from(data)[0]
     return len(data) >= _HEADER.size + size + _TAG
 
 

@@ -27,6 +27,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from pytest_permission import paths
 from pytest_permission.audit.guard import Guard, Handler, absolute, caller_file, fd_path
+from pytest_permission.audit.implicit import PDB_CONFIG
 from pytest_permission.errors import hide_under_a_denial
 from pytest_permission.scopes import FS_READ as READ
 from pytest_permission.scopes import FS_WRITE as WRITE
@@ -133,6 +134,12 @@ def _writable(fd: int) -> bool:
         return False
 
 
+def _by_caller(path: str | bytes) -> bool:
+    """Granted for who reads it (pdb's start-up files): never cached by path alone."""
+    return os.path.basename(os.fsdecode(path)) == PDB_CONFIG
+
+
+
 def install(guard: Guard) -> dict[str, Handler]:
     """The fs handlers; ``open`` is registered here, non-exclusive, for its fast path."""
     cache: dict[object, set[int]] = {}  # path -> open flags known to be allowed
@@ -187,7 +194,7 @@ def install(guard: Guard) -> dict[str, Handler]:
             write(path, base)
         if want_read:
             read(path, base)
-        if base is None and isinstance(path, (str, bytes)):
+        if base is None and isinstance(path, (str, bytes)) and not _by_caller(path):
             cache.setdefault(path, set()).add(flags)
 
     check_open = guard.exclusive(open_checked)

@@ -72,6 +72,9 @@ def system_paths(*, net: bool) -> list[str]:
     return list(SYSTEM_DATA) + (list(RESOLVER) + _ca_files() if net else [])
 
 
+PDB_CONFIG = ".pdbrc"
+
+
 def _pdb_config(real: str) -> bool:
     """``~/.pdbrc`` or ``./.pdbrc``, as ``pdb.Pdb()`` itself reads them.
 
@@ -80,7 +83,7 @@ def _pdb_config(real: str) -> bool:
     and pdb's, not the test's, so it is granted even with ``implicit=False``.
     The test's own code reading those files needs a grant like any other.
     """
-    if os.path.basename(real) != ".pdbrc":
+    if os.path.basename(real) != PDB_CONFIG:
         return False
     home = paths.resolve(os.path.expanduser("~/.pdbrc"))
     if real not in (home, paths.resolve(os.path.join(os.getcwd(), ".pdbrc"))):
