@@ -774,3 +774,27 @@ def test_a_made_up_source_file_name_is_no_denial(enforced: Any, tmp_path: Path) 
         str(tmp_path / "<real>"),
         str(tmp_path / "<new>"),
     ]
+
+
+def test_the_name_source_was_compiled_as_is_no_denial(enforced: Any, tmp_path: Path) -> None:
+    """pytest parses snippets cut from a file as ``"source"`` to find a statement's range;
+    a snippet that does not parse makes CPython open ``source`` to quote the line. Only
+    that name, only right after its compile, only when no such file exists."""
+    out = enforced(
+        with_denials(
+            """
+        import ast
+        def parse_snippet():
+            try:
+                ast.parse("def f(\\n    x,", "source", "exec")
+            except SyntaxError as exc:
+                return type(exc).__name__
+        attempt("snippet", parse_snippet)
+        attempt("other", lambda: open("other-name"))
+        """
+        ),
+        {},
+    )
+    assert out["snippet"] == ok("SyntaxError")
+    assert out["other"] == denied(READ, tmp_path / "other-name")
+    assert [d["resource"] for d in out.results["denials"]] == [str(tmp_path / "other-name")]

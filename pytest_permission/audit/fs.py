@@ -134,6 +134,21 @@ def _writable(fd: int) -> bool:
         return False
 
 
+def _compiled_as(path: object, compiled: threading.local) -> bool:
+    """The file name the last ``compile()`` of this thread was given, naming no file.
+
+    Like :func:`_made_up`, for names without brackets: pytest parses source
+    snippets as ``"source"`` to find a statement's range, and CPython opens
+    that name to quote a ``SyntaxError``'s line (the snippet is cut from a
+    file and often does not parse on its own).
+    """
+    name = getattr(compiled, "name", None)
+    return (
+        name is not None and path == name and isinstance(path, str)
+        and os.sep not in path and not os.path.lexists(path)
+    )
+
+
 def _by_caller(path: str | bytes) -> bool:
     """Granted for who reads it (pdb's start-up files): never cached by path alone."""
     return os.path.basename(os.fsdecode(path)) == PDB_CONFIG
@@ -172,6 +187,11 @@ def install(guard: Guard) -> dict[str, Handler]:
         read(path, dir_fd)
         write(path, dir_fd)
 
+    compiled = threading.local()
+
+    def on_compile(args: tuple[Any, ...]) -> None:
+        compiled.name = args[1]  # what a SyntaxError from this source will try to open
+
     def on_open(args: tuple[Any, ...]) -> None:
         # The hot path, before any other work (registered non-exclusive for
         # that): one look-up, unless some thread opens relative to a dir_fd.
@@ -188,7 +208,7 @@ def install(guard: Guard) -> dict[str, Handler]:
             return  # wrapping a descriptor opened earlier
         base = open_dir_fd.value if in_dir_fd_open else None
         want_read, want_write = needs(flags)
-        if not want_write and _made_up(path, base):
+        if not want_write and (_made_up(path, base) or _compiled_as(path, compiled)):
             return
         if want_write:
             write(path, base)
@@ -302,6 +322,7 @@ def install(guard: Guard) -> dict[str, Handler]:
         "tempfile.mkstemp": lambda a: write(a[0]),
         "tempfile.mkdtemp": lambda a: write(a[0]),
         "sqlite3.connect": on_sqlite,
+        "compile": on_compile,
         "mmap.__new__": on_mmap,
         "subprocess.Popen": lambda a: forget(),
     }
