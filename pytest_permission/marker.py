@@ -25,7 +25,7 @@ from pytest_permission.scopes import Kind
 
 NONE = "none"
 BASES = (NONE, INHERIT)
-PLACEHOLDERS = ("tmp_path", "rootdir", "testdir")
+PLACEHOLDERS = ("tmp_path", "rootdir", "testdir", "basetemp", "tempdir")
 _SETTINGS = ("strict", "implicit", "timeout")
 
 
@@ -89,7 +89,9 @@ def _base(marker: pytest.Mark) -> str:
 
 
 def _expand(text: str, where: str, folders: Mapping[str, Path]) -> str:
-    """``text`` with ``{tmp_path}``, ``{rootdir}`` and ``{testdir}`` replaced."""
+    """``text`` with its placeholders replaced, and a leading ``~`` with the home folder."""
+    if text == "~" or text.startswith("~/"):
+        text = str(Path.home()) + text[1:]
 
     def one(match: re.Match[str]) -> str:
         name = match.group(1)
@@ -153,6 +155,7 @@ def settings_for(
     rootdir: Path,
     testdir: Path,
     tmp_path: Path | None,
+    basetemp: Path | None = None,
 ) -> TestSettings:
     """The settings a ``permission`` marker gives one test.
 
@@ -163,9 +166,11 @@ def settings_for(
     base = _base(marker)
     for keyword in marker.kwargs:
         _check_keyword(keyword)
-    folders = {"rootdir": rootdir, "testdir": testdir}
+    folders = {"rootdir": rootdir, "testdir": testdir, "tempdir": Path(tempfile.gettempdir())}
     if tmp_path is not None:
         folders["tmp_path"] = tmp_path
+    if basetemp is not None:
+        folders["basetemp"] = basetemp
     grants = {
         keyword: _expanded(keyword, value, folders)
         for keyword, value in marker.kwargs.items()
@@ -195,7 +200,9 @@ def validate(marker: pytest.Mark) -> None:
     mistakes are reported.
     """
     dummy = Path(tempfile.gettempdir())
-    settings_for(marker, session=Policy(), rootdir=dummy, testdir=dummy, tmp_path=dummy)
+    settings_for(
+        marker, session=Policy(), rootdir=dummy, testdir=dummy, tmp_path=dummy, basetemp=dummy
+    )
 
 
 def hint_for(

@@ -219,7 +219,7 @@ HOST_FORMS = r"accepted: 'host', 'host:port', '\[v6\]:port', '\*.example.com'"
         (
             mark(fs_read=["{tmpdir}/x"]),
             r"^fs_read entry '\{tmpdir\}/x' has an unknown placeholder '\{tmpdir\}'; "
-            r"accepted: \{tmp_path\}, \{rootdir\}, \{testdir\}$",
+            r"accepted: \{tmp_path\}, \{rootdir\}, \{testdir\}, \{basetemp\}, \{tempdir\}$",
         ),
         (mark(net=["{sock}"]), r"^net entry '\{sock\}' has an unknown placeholder '\{sock\}'"),
         (
