@@ -9,12 +9,19 @@ the comparison (a test that now uses more fails there, so it fails under
 pytest-xdist too). Everything else is built from logged reports, so that
 an xdist controller, which sees every worker's reports, prints one audit
 and writes one file.
+
+The places are worked out in the pytest process once a test's fixtures are
+set up, before its body runs anywhere: what the plugin reads for them (the
+ephemeral port range, the temporary folder) must never look like the
+test's own access, and the call report may be made where the body runs.
 """
 
 from __future__ import annotations
 
+import os
 import tempfile
-from collections.abc import Generator
+from collections.abc import Generator, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +35,7 @@ from pytest_permission.suggest import Audited, Grants, Places
 
 PLACES = "permission_places"
 """Call-report attribute: the test's :class:`Places` as a dict."""
+_PLACES = pytest.StashKey[Places]()
 UNUSED = "permission_baseline_unused"
 """Call-report attribute: baseline entries the test no longer used."""
 
@@ -39,12 +47,21 @@ class Observation:
         self.config = config
         self.session = session
         self.checking = session.baseline is not None and not session.baseline_update
-        self.entries: dict[str, Grants] = {}
-        if session.baseline is not None and (self.checking or session.baseline.exists()):
-            self.entries = _load(session.baseline, self.checking)
+        self.entries: dict[str, Grants] = dict(session.recorded or {})
+        if session.baseline_update and session.baseline is not None and session.baseline.exists():
+            self.entries = _load(session.baseline)
         self.audited: dict[str, Audited] = {}
         self.unused: dict[str, list[str]] = {}
         self.changed: dict[str, list[str]] = {}
+        # Once per session, in the pytest process: see the module's docstring.
+        self.ephemeral = suggest.ephemeral_ports()
+        self.tempdir = tempfile.gettempdir()
+        self.home = os.path.expanduser("~")
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_setup(self, item: pytest.Item) -> Generator[None, None, None]:
+        yield
+        item.stash[_PLACES] = self.places(item)
 
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_makereport(
@@ -54,12 +71,29 @@ class Observation:
         plan = item.stash.get(PLAN, None)
         if ROLE in item.stash:
             return report  # the forked child: the parent adds this to the report it relays
-        if call.when == "call" and plan is not None and plan.observe:
-            places = _places(item, plan.implicit)
+        places = item.stash.get(_PLACES, None)
+        if call.when == "call" and plan is not None and plan.observe and places is not None:
+            places = replace(places, implicit=plan.implicit)
             setattr(report, PLACES, places.to_dict())
             if self.checking:
                 self.check(report, places)
         return report
+
+    def places(self, item: pytest.Item) -> Places:
+        """Where ``item`` runs, once its fixtures are set up."""
+        values = getattr(item, "funcargs", {})
+        tmp_path = values.get("tmp_path")
+        factory = getattr(item.config, "_tmp_path_factory", None)
+        return Places(
+            rootdir=str(item.config.rootpath),
+            testdir=str(Path(item.path).parent),
+            tempdir=self.tempdir,
+            tmp_path=None if tmp_path is None else str(tmp_path),
+            ephemeral=self.ephemeral,
+            basetemp=None if factory is None else str(factory.getbasetemp()),
+            home=self.home,
+            fixtures=_temporary_fixtures(values, self.tempdir),
+        )
 
     def check(self, report: pytest.TestReport, places: Places) -> None:
         """Fail a test that uses what its baseline entry lacks."""
@@ -145,25 +179,21 @@ class Observation:
                     write(f"  - {line}")
 
 
-def _load(path: Path, checking: bool) -> dict[str, Grants]:
-    if checking and not path.exists():
-        raise pytest.UsageError(
-            f"--permission-baseline: {path} does not exist; "
-            "record it first with --permission-baseline-update"
-        )
+def _load(path: Path) -> dict[str, Grants]:
+    """The entries a recording run keeps for the tests it does not run."""
     try:
         return baseline.load(path)
     except ValueError as exc:
         raise pytest.UsageError(f"--permission-baseline: {exc}") from None
 
 
-def _places(item: pytest.Item, implicit: bool) -> Places:
-    tmp_path = getattr(item, "funcargs", {}).get("tmp_path")
-    return Places(
-        rootdir=str(item.config.rootpath),
-        testdir=str(Path(item.path).parent),
-        tempdir=tempfile.gettempdir(),
-        tmp_path=None if tmp_path is None else str(tmp_path),
-        ephemeral=suggest.ephemeral_ports(),
-        implicit=implicit,
-    )
+def _temporary_fixtures(values: Mapping[str, object], tempdir: str) -> tuple[tuple[str, str], ...]:
+    """The fixtures whose value is a path in the temporary folder: who made what is there."""
+    found = []
+    for name, value in values.items():
+        if name == "tmp_path" or not isinstance(value, (str, os.PathLike)):
+            continue
+        path = os.fspath(value)
+        if isinstance(path, str) and os.path.isabs(path) and path.startswith(tempdir + os.sep):
+            found.append((name, os.path.normpath(path)))
+    return tuple(sorted(found))

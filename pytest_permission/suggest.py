@@ -6,16 +6,30 @@ implicit grants, as the :class:`~pytest_permission.errors.Denial` records a
 default-deny policy would have left; with the test's :class:`Places` they
 become marker keywords:
 
-- a path below the test's ``tmp_path`` becomes ``{tmp_path}`` (the folder is
-  new and empty for every test, so whatever is below it the test made);
-- a path below the test file's folder becomes ``{testdir}/...``, one below
-  the project ``{rootdir}/...``; two or more entries of one folder there
-  become that folder. The folder of one entry alone is not granted: that
+- a path is written from the narrowest folder it is below: ``{tmp_path}``,
+  ``{testdir}``, ``{rootdir}``, ``{basetemp}`` (the session's
+  ``tmp_path_factory`` folder), ``{tempdir}`` (the system's temporary
+  folder) or ``~`` (the home folder), so that the grant holds on any
+  machine, in any run, serial or under xdist; a path below none of them
+  stays as it is, never widened (that is for a person to decide);
+- below ``{tmp_path}`` it is ``{tmp_path}``: the folder is new and empty
+  for every test, so whatever is below it the test made;
+- below ``{basetemp}`` it is the folder ``tmp_path_factory.mktemp()``
+  made, with any number (``{basetemp}/data*``), as the number depends on
+  the order fixtures run; a note names the fixture whose value it is;
+- below ``{tempdir}`` (``mkstemp``, ``mkdtemp``: names that change every
+  run) it is ``{tempdir}/tmp*``, the names ``tempfile`` makes, or the whole
+  temporary folder for other names; a note says why and names the fixture
+  that made the folder where one did;
+- below ``{testdir}`` or ``{rootdir}``, two or more entries of one folder
+  become that folder; the folder of one entry alone is not granted: that
   would grant its neighbours too;
-- a path elsewhere in the temp folder (``mkstemp`` names change every run)
-  becomes the temp folder, with a note saying so; any other path stays as
-  it is, never collapsed: widening a grant outside the project is for a
-  person to decide;
+- a program the test started, and each existing path it was given, must be
+  readable to run (the kernel layer checks it, and an interpreter reads its
+  script), unless it is a system program: the audit layer records them;
+- a file the test wrote and reads back needs ``fs_read`` besides
+  ``fs_write``: as in Node, writing does not imply reading, and the kernel
+  layer cannot tell a file the test made from one it found;
 - a host keeps its port unless the port is 0 or in the ephemeral range,
   which changes every run (a test server on a free port); a host name
   covers the addresses of the same port when it is ``localhost``;
@@ -70,7 +84,12 @@ EPHEMERAL = (32768, 65535)
 """Ports the system hands out when asked for any port, where it cannot say."""
 
 _BY_PERMISSION: dict[str, Scope] = {s.permission: s for s in scopes.GRANTABLE}
-_PLACEHOLDER = re.compile(r"\{(tmp_path|testdir|rootdir)\}")
+_PROJECT = re.compile(r"\{(testdir|rootdir)\}")
+"""Folders whose entries collapse into the folder: the project's."""
+_NUMBERED = re.compile(r"(.*?)\d+")
+"""A folder ``tmp_path_factory.mktemp(name)`` made: the name and a number."""
+_TEMPFILE = re.compile(r"tmp[a-z0-9_]{8}")
+"""A name ``tempfile`` makes by default: ``tmp`` and eight random characters."""
 
 
 def ephemeral_ports() -> tuple[int, int]:
@@ -85,7 +104,11 @@ def ephemeral_ports() -> tuple[int, int]:
 
 @dataclass(frozen=True)
 class Places:
-    """Where one test ran: what placeholders and collapsing are measured against."""
+    """Where one test ran: what placeholders and collapsing are measured against.
+
+    Made in the pytest process before the test runs (never from what the
+    test's own process reads), and carried on the report as plain data.
+    """
 
     rootdir: str
     testdir: str
@@ -94,6 +117,11 @@ class Places:
     ephemeral: tuple[int, int] = EPHEMERAL
     implicit: bool = True
     """Whether the test ran with implicit grants: ``implicit=False`` in the marker if not."""
+    basetemp: str | None = None
+    """``tmp_path_factory.getbasetemp()``: where session and module fixtures make folders."""
+    home: str | None = None
+    fixtures: tuple[tuple[str, str], ...] = ()
+    """``(name, path)`` of the test's fixtures whose value is a temporary path."""
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -103,21 +131,51 @@ class Places:
             "tmp_path": self.tmp_path,
             "ephemeral": list(self.ephemeral),
             "implicit": self.implicit,
+            "basetemp": self.basetemp,
+            "home": self.home,
+            "fixtures": [list(pair) for pair in self.fixtures],
         }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, object]) -> Places:
         ports = data.get("ephemeral")
         low, high = ports if isinstance(ports, (list, tuple)) else EPHEMERAL
-        tmp_path = data.get("tmp_path")
+        fixtures = data.get("fixtures")
         return cls(
             str(data["rootdir"]),
             str(data["testdir"]),
             str(data["tempdir"]),
-            None if tmp_path is None else str(tmp_path),
+            _optional(data.get("tmp_path")),
             (int(low), int(high)),
             bool(data.get("implicit", True)),
+            _optional(data.get("basetemp")),
+            _optional(data.get("home")),
+            tuple(
+                (str(name), str(path))
+                for name, path in (fixtures if isinstance(fixtures, list) else ())
+            ),
         )
+
+    def folders(self) -> list[tuple[str, str]]:
+        """``(folder, placeholder)`` for each folder a path can be written from."""
+        found = [
+            (self.tmp_path, "{tmp_path}"),
+            (self.testdir, "{testdir}"),
+            (self.rootdir, "{rootdir}"),
+            (self.basetemp, "{basetemp}"),
+            (self.tempdir, "{tempdir}"),
+            (self.home, "~"),
+        ]
+        return [(f.rstrip(os.sep), name) for f, name in found if f and f.rstrip(os.sep)]
+
+    def fixture_at(self, path: str) -> str | None:
+        """The fixture whose value is ``path`` or a folder above it, nearest first."""
+        owners = [(len(p), name) for name, p in self.fixtures if _under(path, p)]
+        return max(owners)[1] if owners else None
+
+
+def _optional(value: object) -> str | None:
+    return None if value is None else str(value)
 
 
 @dataclass
@@ -142,12 +200,12 @@ def _under(path: str, folder: str) -> bool:
 
 
 def placed(path: str, places: Places) -> str:
-    """``path`` with the narrowest placeholder that fits, the rest kept as written."""
-    for name in ("tmp_path", "testdir", "rootdir"):
-        folder = getattr(places, name)
-        if folder is not None and _under(path, folder):
-            return "{" + name + "}" + path[len(folder.rstrip(os.sep)) :]
-    return path
+    """``path`` written from the narrowest folder of ``places`` it is below."""
+    below = [(len(f), f, name) for f, name in places.folders() if _under(path, f)]
+    if not below:
+        return path
+    _, folder, name = max(below, key=lambda found: found[0])
+    return name + path[len(folder) :]
 
 
 def needs(accesses: Iterable[Denial], places: Places) -> Needs:
@@ -171,16 +229,52 @@ def needs(accesses: Iterable[Denial], places: Places) -> Needs:
 
 def _add_path(out: Needs, keyword: str, path: str, places: Places) -> None:
     entry = placed(path, places)
-    if entry.startswith("{tmp_path}"):
+    head, _, rest = entry.partition("/")
+    name = rest.split("/", 1)[0]
+    if head == "{tmp_path}":
         out.add(keyword, "{tmp_path}")
-    elif entry == path and _under(path, places.tempdir):
-        out.add(keyword, places.tempdir)
-        out.note(
-            f"{keyword}: {places.tempdir} is the whole temp folder (the test used a "
-            "temporary file of its own): the tmp_path fixture would keep the grant narrow"
-        )
+    elif head == "{basetemp}" and name:
+        _add_made(out, keyword, path, name, places)
+    elif head == "{tempdir}" and name:
+        _add_temporary(out, keyword, path, name, places)
     else:
         out.add(keyword, entry)
+        if entry == "{rootdir}":
+            out.note(
+                f"{keyword}: {{rootdir}} is the whole project: the test used the project folder "
+                "itself (listed it, changed into it), and a folder is granted with what is below it"
+            )
+
+
+def _add_made(out: Needs, keyword: str, path: str, name: str, places: Places) -> None:
+    """A folder ``tmp_path_factory.mktemp()`` made: any number, as the order of fixtures decides."""
+    numbered = _NUMBERED.fullmatch(name)
+    if numbered is None:
+        out.add(keyword, "{basetemp}/" + name)
+        return
+    grant = "{basetemp}/" + numbered.group(1) + "*"
+    out.add(keyword, grant)
+    fixture = places.fixture_at(path)
+    made = "a folder" if fixture is None else f"the folder the fixture `{fixture}`"
+    out.note(
+        f"{keyword}: {grant} is {made} made with tmp_path_factory.mktemp({numbered.group(1)!r}), "
+        "whatever its number (it depends on the order fixtures run)"
+    )
+
+
+def _add_temporary(out: Needs, keyword: str, path: str, name: str, places: Places) -> None:
+    """A file or folder of the system's temporary folder, which no placeholder names."""
+    fixture = places.fixture_at(path)
+    if fixture is None:
+        used, better = "a temporary file or folder of its own", "the tmp_path fixture"
+    else:
+        used, better = f"the folder the fixture `{fixture}` made", "tmp_path_factory in the fixture"
+    if _TEMPFILE.match(name):
+        grant, what = "{tempdir}/tmp*", "every name tempfile makes, as it makes one anew every run"
+    else:
+        grant, what = "{tempdir}", "the whole temporary folder"
+    out.add(keyword, grant)
+    out.note(f"{keyword}: {grant} is {what}: the test used {used}; {better} would keep it narrow")
 
 
 def _add_host(out: Needs, resource: str, places: Places) -> None:
@@ -228,7 +322,7 @@ def _collapsed(keyword: str, entries: set[str]) -> list[str]:
     merged = set()
     for entry in entries:
         folder = posixpath.dirname(entry)
-        inside = _PLACEHOLDER.match(folder) is not None and folder != "{tmp_path}"
+        inside = _PROJECT.match(folder) is not None
         merged.add(folder if inside and by_folder[folder] > 1 else entry)
     return sorted(e for e in merged if not any(covers(keyword, o, e) for o in merged if o != e))
 

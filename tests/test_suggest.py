@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import json
+import tempfile
+from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
 from pytest_permission import suggest
 from pytest_permission.errors import Denial
-from pytest_permission.suggest import Audited, Places
+from pytest_permission.marker import settings_for
+from pytest_permission.policy import Policy
+from pytest_permission.suggest import Audited, Grants, Places
 
 PLACES = Places(
     rootdir="/work/project",
@@ -16,6 +21,8 @@ PLACES = Places(
     tempdir="/tmp",
     tmp_path="/tmp/pytest-of-me/pytest-3/test_x0",
     ephemeral=(32768, 60999),
+    basetemp="/tmp/pytest-of-me/pytest-3",
+    home="/home/me",
 )
 
 
@@ -34,6 +41,12 @@ def marker_for(*accesses: tuple[str, str | None], places: Places = PLACES) -> st
         ("/work/project/setup.cfg", "{rootdir}/setup.cfg"),
         ("/work/project-other/x", "/work/project-other/x"),  # a prefix is not a folder
         ("/etc/hostname", "/etc/hostname"),
+        ("/tmp/pytest-of-me/pytest-3/data0/a", "{basetemp}/data0/a"),
+        ("/tmp/pytest-of-me/pytest-30/x", "{tempdir}/pytest-of-me/pytest-30/x"),
+        ("/tmp/tmpab12cd34", "{tempdir}/tmpab12cd34"),
+        ("/home/me/.pdbrc", "~/.pdbrc"),
+        ("/home/me", "~"),
+        ("/home/meow/.pdbrc", "/home/meow/.pdbrc"),
     ],
 )
 def test_the_narrowest_placeholder_that_fits(path: str, placed: str) -> None:
@@ -69,12 +82,75 @@ def test_paths_outside_the_project_are_never_collapsed() -> None:
     ) == '@pytest.mark.permission(fs_read=["/etc/ssl/a.pem", "/etc/ssl/b.pem"])'
 
 
-def test_a_file_of_its_own_in_the_temp_folder_grants_the_folder_and_says_so() -> None:
-    found = suggest.needs([Denial("FileSystemWrite", "/tmp/tmpa1b2c3", "x:1")], PLACES)
-    assert suggest.grants(found) == {"fs_write": ["/tmp"]}
-    assert found.notes == [
-        "fs_write: /tmp is the whole temp folder (the test used a temporary file of its "
-        "own): the tmp_path fixture would keep the grant narrow"
+def notes_and_grants(*accesses: tuple[str, str], places: Places) -> tuple[Grants, list[str]]:
+    found = suggest.needs([Denial(p, r, "x:1") for p, r in accesses], places)
+    return suggest.grants(found), found.notes
+
+
+def test_a_temporary_file_of_its_own_grants_the_names_tempfile_makes_and_says_so() -> None:
+    assert notes_and_grants(
+        ("FileSystemWrite", "/tmp/tmpa1b2c3_d"), ("FileSystemRead", "/tmp/tmpzz99xx00/f.txt"),
+        places=PLACES,
+    ) == (
+        {"fs_read": ["{tempdir}/tmp*"], "fs_write": ["{tempdir}/tmp*"]},
+        [
+            f"{keyword}: {{tempdir}}/tmp* is every name tempfile makes, as it makes one anew "
+            "every run: the test used a temporary file or folder of its own; the tmp_path "
+            "fixture would keep it narrow"
+            for keyword in ("fs_read", "fs_write")
+        ],
+    )
+
+
+def test_a_session_fixture_s_mkdtemp_folder_is_named_by_the_fixture_in_the_note() -> None:
+    places = replace(PLACES, fixtures=(("workdir", "/tmp/tmpk2j3l4m5"),))
+    assert notes_and_grants(("FileSystemRead", "/tmp/tmpk2j3l4m5/seed.txt"), places=places) == (
+        {"fs_read": ["{tempdir}/tmp*"]},
+        [
+            "fs_read: {tempdir}/tmp* is every name tempfile makes, as it makes one anew every "
+            "run: the test used the folder the fixture `workdir` made; tmp_path_factory in the "
+            "fixture would keep it narrow"
+        ],
+    )
+
+
+def test_other_names_in_the_temporary_folder_grant_all_of_it() -> None:
+    grants, notes = notes_and_grants(("FileSystemWrite", "/tmp/myapp-x1/f"), places=PLACES)
+    assert grants == {"fs_write": ["{tempdir}"]}
+    assert notes[0].startswith("fs_write: {tempdir} is the whole temporary folder: the test used")
+
+
+@pytest.mark.parametrize(
+    ("path", "grant"),
+    [
+        ("/tmp/pytest-of-me/pytest-3/data0/rows.csv", "{basetemp}/data*"),
+        ("/tmp/pytest-of-me/pytest-3/data12", "{basetemp}/data*"),
+        ("/tmp/pytest-of-me/pytest-3/fixed/x", "{basetemp}/fixed"),  # mktemp(numbered=False)
+        ("/tmp/pytest-of-me/pytest-3", "{basetemp}"),
+    ],
+)
+def test_folders_tmp_path_factory_made_are_granted_by_their_name(path: str, grant: str) -> None:
+    assert notes_and_grants(("FileSystemRead", path), places=PLACES)[0] == {"fs_read": [grant]}
+
+
+def test_a_numbered_folder_note_names_the_fixture_that_made_it() -> None:
+    places = replace(PLACES, fixtures=(("dataset", "/tmp/pytest-of-me/pytest-3/data0"),))
+    _, notes = notes_and_grants(
+        ("FileSystemRead", "/tmp/pytest-of-me/pytest-3/data0/rows.csv"), places=places
+    )
+    assert notes == [
+        "fs_read: {basetemp}/data* is the folder the fixture `dataset` made with "
+        "tmp_path_factory.mktemp('data'), whatever its number (it depends on the order "
+        "fixtures run)"
+    ]
+
+
+def test_the_project_folder_itself_is_granted_with_a_note() -> None:
+    grants, notes = notes_and_grants(("FileSystemRead", "/work/project"), places=PLACES)
+    assert grants == {"fs_read": ["{rootdir}"]}
+    assert notes == [
+        "fs_read: {rootdir} is the whole project: the test used the project folder itself "
+        "(listed it, changed into it), and a folder is granted with what is below it"
     ]
 
 
@@ -151,7 +227,8 @@ def test_covers(keyword: str, grant: str, entry: str, covered: bool) -> None:
 
 
 def test_places_and_the_audit_document_round_trip_through_json() -> None:
-    assert Places.from_dict(json.loads(json.dumps(PLACES.to_dict()))) == PLACES
+    places = replace(PLACES, fixtures=(("workdir", "/tmp/tmpk2j3l4m5"),), implicit=False)
+    assert Places.from_dict(json.loads(json.dumps(places.to_dict()))) == places
     audited = Audited(
         "tests/test_x.py::test_b",
         "passed",
@@ -182,3 +259,109 @@ def test_places_and_the_audit_document_round_trip_through_json() -> None:
         },
     }
     assert list(document["tests"]) == sorted(document["tests"])
+
+
+@pytest.mark.parametrize(
+    ("folders", "path", "entry"),
+    [
+        ({"rootdir": "/home/me/src/app", "home": "/home/me"}, "/home/me/src/app/x", "{rootdir}/x"),
+        ({"home": "/tmp/home", "tempdir": "/tmp"}, "/tmp/home/.pdbrc", "~/.pdbrc"),
+        (  # pytester: the inner session's basetemp is inside its rootdir
+            {"rootdir": "/tmp/t0", "basetemp": "/tmp/t0/runpytest-0"},
+            "/tmp/t0/runpytest-0/data0",
+            "{basetemp}/data0",
+        ),
+        ({"home": "/"}, "/etc/hostname", "/etc/hostname"),  # HOME=/ is no folder of its own
+        ({"tempdir": "/tmp/"}, "/tmp/x", "{tempdir}/x"),
+    ],
+)
+def test_the_narrowest_folder_wins_however_they_nest(
+    folders: dict[str, str], path: str, entry: str
+) -> None:
+    places = Places.from_dict({**PLACES.to_dict(), **folders})
+    assert suggest.placed(path, places) == entry
+
+
+def test_every_placeholder_expands_back_to_the_path_through_the_marker(
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What a suggestion writes, the marker reads back as the same path on this machine."""
+    home = tmp_path / "home"
+    monkeypatch.setenv("HOME", str(home))
+    root = tmp_path / "root"
+    folders = {
+        "rootdir": root, "testdir": root / "tests", "tmp_path": tmp_path / "t",
+        "basetemp": tmp_path_factory.getbasetemp(),
+    }
+    places = Places(
+        rootdir=str(root), testdir=str(root / "tests"), tempdir=tempfile.gettempdir(),
+        tmp_path=str(tmp_path / "t"), basetemp=str(folders["basetemp"]), home=str(home),
+    )
+    for path in [
+        root / "tests" / "data.txt", root / "setup.cfg", tmp_path / "t" / "out",
+        Path(folders["basetemp"]) / "data0" / "rows.csv", home / ".pdbrc",
+        Path(tempfile.gettempdir()) / "tmpabcdefgh" / "f",
+    ]:
+        entry = suggest.placed(str(path), places)
+        assert entry != str(path), path
+        policy = settings_for(
+            pytest.mark.permission(fs_read=[entry]).mark, session=Policy(), **folders
+        ).policy
+        assert policy.has("fs.read", path), (entry, path)
+        assert not policy.has("fs.read", path.parent / "elsewhere"), (entry, path)
+
+
+SERIAL_HERE = PLACES
+XDIST_ELSEWHERE = Places(  # another machine, another run, an xdist worker
+    rootdir="/Users/ci/src/project",
+    testdir="/Users/ci/src/project/tests",
+    tempdir="/var/folders/ab/T",
+    tmp_path="/var/folders/ab/T/pytest-of-ci/pytest-81/popen-gw1/test_x1",
+    ephemeral=(49152, 65535),
+    basetemp="/var/folders/ab/T/pytest-of-ci/pytest-81/popen-gw1",
+    home="/Users/ci",
+)
+
+
+def accesses_of_one_test(places: Places, run: int) -> list[Denial]:
+    """The same test's accesses in one run: only names made anew every run differ."""
+    assert places.tmp_path is not None and places.basetemp is not None and places.home
+    made = f"tmp{'abcdefgh' if run else '01234567'}"
+    return [
+        Denial(p, r, "tests/test_x.py:1")
+        for p, r in [
+            ("FileSystemWrite", f"{places.tmp_path}/out/f.txt"),
+            ("FileSystemRead", f"{places.testdir}/data/a.txt"),
+            ("FileSystemRead", f"{places.testdir}/data/b.txt"),
+            ("FileSystemRead", f"{places.rootdir}/setup.cfg"),
+            ("FileSystemRead", f"{places.basetemp}/data{run * 3}/rows.csv"),
+            ("FileSystemRead", f"{places.tempdir}/{made}/seed.txt"),
+            ("FileSystemWrite", f"{places.tempdir}/{made}/out.txt"),
+            ("FileSystemRead", f"{places.home}/.pdbrc"),
+            ("Env", "    SHOUT"),
+            ("Net", f"127.0.0.1:{places.ephemeral[0] + run}"),
+            ("ChildProcess", "/usr/bin/git"),
+        ]
+    ]
+
+
+def test_suggestions_are_the_same_on_any_machine_in_any_run_serial_or_under_xdist() -> None:
+    here = suggest.needs(accesses_of_one_test(SERIAL_HERE, 0), SERIAL_HERE)
+    there = suggest.needs(accesses_of_one_test(XDIST_ELSEWHERE, 1), XDIST_ELSEWHERE)
+    assert suggest.grants(here) == suggest.grants(there) == {
+        "fs_read": [
+            "{basetemp}/data*", "{rootdir}/setup.cfg", "{tempdir}/tmp*", "{testdir}/data",
+            "~/.pdbrc",
+        ],
+        "fs_write": ["{tempdir}/tmp*", "{tmp_path}"],
+        "net": ["127.0.0.1"],
+        "child": True,
+        "env": ["    SHOUT"],
+    }
+    assert here.notes == there.notes
+
+
+def test_env_names_are_kept_exactly_and_quoted_in_the_marker() -> None:
+    assert marker_for(("Env", "    SHOUT"), ("Env", 'A"B')) == (
+        '@pytest.mark.permission(env=["    SHOUT", "A\\"B"])'
+    )

@@ -24,7 +24,9 @@ from typing import Any
 from pytest_permission import paths
 from pytest_permission.audit.guard import Guard, Handler
 from pytest_permission.errors import hide_under_a_denial
+from pytest_permission.kernel import SYSTEM_PROGRAMS
 from pytest_permission.scopes import CHILD, WORKER
+from pytest_permission.scopes import FS_READ as READ
 
 __tracebackhide__ = hide_under_a_denial
 """A denial's traceback ends where the access was asked for (pytest hides these frames)."""
@@ -84,9 +86,36 @@ def thread_target(function: object) -> str | None:
     return f"{module}.{name}" if isinstance(module, str) else name
 
 
+def read_by(program: str, argv: object, cwd: object = None) -> list[str]:
+    """What a started program reads for sure: itself and the existing paths it is given.
+
+    An interpreter reads its script, ``cat`` its file; the kernel layer
+    checks them all. The system's programs and files are left out: a test
+    granted ``child`` may read those (:data:`~pytest_permission.kernel.SYSTEM_PROGRAMS`).
+    """
+    base = paths.normalise(os.fsdecode(cwd)) if isinstance(cwd, (str, bytes, os.PathLike)) else None
+    found = [program]
+    if isinstance(argv, (list, tuple)):
+        for arg in argv[1:]:
+            if isinstance(arg, (str, bytes, os.PathLike)) and os.fsdecode(arg)[:1] not in ("", "-"):
+                found.append(paths.normalise(os.fsdecode(arg), base))
+    system = tuple(folder + os.sep for folder in SYSTEM_PROGRAMS)
+    return [
+        path for path in dict.fromkeys(found)
+        if os.path.isabs(path) and not (path + os.sep).startswith(system) and os.path.exists(path)
+    ]
+
+
 def install(guard: Guard) -> dict[str, Handler]:
     def child(resource: str | None) -> None:
         guard.require(CHILD, resource)
+
+    def start(program: str, argv: object, cwd: object = None) -> None:
+        """A new program: in an audit, also what it will read (the kernel layer would ask)."""
+        child(program)
+        if guard.observe:
+            for path in read_by(program, argv, cwd):
+                guard.require_path(READ, path)
 
     def on_exec(args: tuple[Any, ...]) -> None:
         path = executable(args[0])
@@ -122,11 +151,11 @@ def install(guard: Guard) -> dict[str, Handler]:
     if interpreters is not None:
         _wrap(interpreters, "create", subinterpreter)
     return {
-        "subprocess.Popen": lambda a: child(popen_program(a)),
+        "subprocess.Popen": lambda a: start(popen_program(a), a[1], a[2]),
         "os.system": lambda a: child(executable(first_word(a[0]))),
         "os.exec": on_exec,
-        "os.posix_spawn": lambda a: child(executable(a[0], env=a[2])),
-        "os.spawn": lambda a: child(executable(a[1], env=a[3])),
+        "os.posix_spawn": lambda a: start(executable(a[0], env=a[2]), a[1]),
+        "os.spawn": lambda a: start(executable(a[1], env=a[3]), a[2]),
         "os.startfile": lambda a: child(executable(a[0])),
         "pty.spawn": on_pty,
         "os.fork": lambda a: child(None),
