@@ -11,16 +11,17 @@ its ini key and its help line at once.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, TypeVar, cast
 
 import pytest
 
-from pytest_permission import scopes
+from pytest_permission import recorded, scopes
 from pytest_permission.policy import Policy
 from pytest_permission.scopes import Kind, Scope
+from pytest_permission.suggest import Grants
 
 Kernel = Literal["auto", "require", "off"]
 KERNEL_MODES: tuple[Kernel, ...] = ("auto", "require", "off")
@@ -71,6 +72,10 @@ class Session:
     """``--permission-baseline``: the capability baseline to check (or update)."""
     baseline_update: bool = False
     """``--permission-baseline-update``: record the baseline instead of checking it."""
+    baseline_enforce: bool = False
+    """``--permission-baseline-enforce``: restrict every test to its baseline entry."""
+    recorded: Mapping[str, Grants] | None = None
+    """The baseline's entries by node id, when checked or enforced (validated)."""
 
     @property
     def inherited(self) -> Policy:
@@ -84,8 +89,8 @@ class Session:
 
     @property
     def observe(self) -> bool:
-        """Audit or baseline run: every test is observed, none is restricted."""
-        return self.audit or self.baseline is not None
+        """Audit or baseline check/update: every test is observed, none is restricted."""
+        return self.audit or (self.baseline is not None and not self.baseline_enforce)
 
 
 def _ini_name(flag: str) -> str:
@@ -151,6 +156,7 @@ def add_options(parser: pytest.Parser) -> None:
         "--permission-baseline-update", dest="permission_baseline_update", action="store_true",
         help="record each test's capabilities into the --permission-baseline FILE instead",
     )
+    add_enforce_option(group)
     group.addoption(
         "--permission-kernel", dest="permission_kernel", metavar="auto|require|off",
         default=None,
@@ -271,8 +277,9 @@ def session_settings(config: pytest.Config) -> Session:
     update = bool(config.getoption("permission_baseline_update"))
     if update and baseline is None:
         raise pytest.UsageError("--permission-baseline-update needs --permission-baseline=FILE")
+    enforce_file = _enforce_baseline(config, baseline, update, audit_json)
     return Session(
-        enforce=flag("--permission"),
+        enforce=flag("--permission") or enforce_file,
         policy=_policy(config),
         strict=flag("--permission-strict"),
         implicit=not flag("--permission-no-implicit"),
@@ -285,6 +292,8 @@ def session_settings(config: pytest.Config) -> Session:
         audit_json=audit_json,
         baseline=baseline,
         baseline_update=update,
+        baseline_enforce=enforce_file,
+        recorded=None if baseline is None or update else _recorded(baseline),
     )
 
 
@@ -311,3 +320,58 @@ def _file(config: pytest.Config, name: str) -> Path | None:
     value = config.getoption(name)
     return None if not value else config.invocation_params.dir / value
 
+
+
+# -- --permission-baseline-enforce ---------------------------------------------------------
+
+
+def add_enforce_option(group: pytest.OptionGroup) -> None:
+    """The flag that turns a recorded baseline into each test's policy.
+
+    A mode of ``--permission-baseline`` as ``--permission-baseline-update``
+    is, so command line only: as an ini key it would change what
+    ``--permission-baseline=FILE`` does in the job that only checks it.
+    """
+    group.addoption(
+        "--permission-baseline-enforce", dest="permission_baseline_enforce",
+        action="store_true",
+        help="restrict every test to what the --permission-baseline FILE records for it "
+        "(markers and the 'permission' fixture still win; a test not in FILE gets the "
+        "--allow-* grants, without any: nothing)",
+    )
+
+
+def _enforce_baseline(
+    config: pytest.Config, baseline: Path | None, update: bool, audit_json: Path | None
+) -> bool:
+    """Whether the baseline is enforced; a usage error for a combination that contradicts it."""
+    if not config.getoption("permission_baseline_enforce"):
+        return False
+    if baseline is None:
+        raise pytest.UsageError("--permission-baseline-enforce needs --permission-baseline=FILE")
+    audit = _setting(config, "--permission-audit")
+    clash = (
+        "--permission-baseline-update" if update
+        else "--permission-audit-json" if audit_json is not None
+        else audit.origin if audit.value
+        else None
+    )
+    if clash is not None:
+        raise pytest.UsageError(
+            f"--permission-baseline-enforce restricts every test, {clash} enforces nothing "
+            "and records what tests use: give one of them"
+        )
+    return True
+
+
+def _recorded(path: Path) -> dict[str, Grants]:
+    """The baseline's entries, each checked as the marker it stands for."""
+    if not path.exists():
+        raise pytest.UsageError(
+            f"--permission-baseline: {path} does not exist; "
+            "record it first with --permission-baseline-update"
+        )
+    try:
+        return recorded.load(path)
+    except ValueError as exc:
+        raise pytest.UsageError(f"--permission-baseline: {exc}") from None

@@ -19,7 +19,7 @@ import pytest
 
 import pytest_permission
 from pytest_permission import child as child_role
-from pytest_permission import isolation, kernel, marker, observation, options, summary
+from pytest_permission import isolation, kernel, marker, observation, options, recorded, summary
 from pytest_permission.errors import Denial
 from pytest_permission.plan import Plan
 from pytest_permission.policy import Policy
@@ -129,31 +129,41 @@ def plan_for(item: pytest.Item) -> Plan | None:
         return None
     session = item.config.stash[SESSION]
     plan = _declared_plan(item, session)
-    if not session.observe:
+    if not session.observe or (not session.audit and recorded.manages_itself(item)):
+        # A baseline covers the tests whose code says nothing: the others run as it says.
         return None if plan is None else replace(plan, kernel=session.kernel)
-    # Every test is observed; has() keeps answering as the test would run.
+    # Observed; has() keeps answering as the test would run.
     unrestricted = Plan(Policy.allow_all(), implicit=session.implicit, timeout=session.timeout)
     return replace(plan or unrestricted, observe=True)
 
 
 def _declared_plan(item: pytest.Item, session: options.Session) -> Plan | None:
-    """The plan the marker, the fixture or ``--permission`` asks for."""
+    """The plan the marker, the fixture, an enforced baseline or ``--permission`` asks for."""
     mark = item.get_closest_marker("permission")
+    own = "permission" in getattr(item, "fixturenames", ())
+    if mark is None and not own and session.baseline_enforce:
+        mark = recorded.entry_for(item, session.recorded)
     if mark is None:
+        # With the fixture a test drops what it wants itself; an enforced baseline leaves it be.
+        if own and (session.baseline_enforce or not session.enforce):
+            return Plan(Policy.allow_all(), session.strict, session.implicit, session.timeout)
         if session.enforce:
             return Plan(session.policy, session.strict, session.implicit, session.timeout)
-        if "permission" in getattr(item, "fixturenames", ()):
-            return Plan(Policy.allow_all(), session.strict, session.implicit, session.timeout)
         return None
-    tmp_path = None
-    if "{tmp_path}" in repr(mark.args) + repr(mark.kwargs):
+    written = repr(mark.args) + repr(mark.kwargs)
+    tmp_path = basetemp = None
+    if "{tmp_path}" in written:
         tmp_path = item._request.getfixturevalue("tmp_path")  # type: ignore[attr-defined]
+    if "{basetemp}" in written:
+        factory = item._request.getfixturevalue("tmp_path_factory")  # type: ignore[attr-defined]
+        basetemp = factory.getbasetemp()
     settings = marker.settings_for(
         mark,
         session=session.inherited,
         rootdir=item.config.rootpath,
         testdir=Path(item.path).parent,
         tmp_path=tmp_path,
+        basetemp=basetemp,
     )
     return Plan(
         settings.policy,
