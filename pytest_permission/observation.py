@@ -84,15 +84,16 @@ class Observation:
         values = getattr(item, "funcargs", {})
         tmp_path = values.get("tmp_path")
         factory = getattr(item.config, "_tmp_path_factory", None)
+        basetemp = None if factory is None else str(factory.getbasetemp())
         return Places(
             rootdir=str(item.config.rootpath),
             testdir=str(Path(item.path).parent),
             tempdir=self.tempdir,
             tmp_path=None if tmp_path is None else str(tmp_path),
             ephemeral=self.ephemeral,
-            basetemp=None if factory is None else str(factory.getbasetemp()),
+            basetemp=basetemp,
             home=self.home,
-            fixtures=_temporary_fixtures(values, self.tempdir),
+            fixtures=_temporary_fixtures(values, [self.tempdir, *([basetemp] if basetemp else [])]),
         )
 
     def check(self, report: pytest.TestReport, places: Places) -> None:
@@ -187,13 +188,16 @@ def _load(path: Path) -> dict[str, Grants]:
         raise pytest.UsageError(f"--permission-baseline: {exc}") from None
 
 
-def _temporary_fixtures(values: Mapping[str, object], tempdir: str) -> tuple[tuple[str, str], ...]:
-    """The fixtures whose value is a path in the temporary folder: who made what is there."""
+def _temporary_fixtures(
+    values: Mapping[str, object], folders: list[str]
+) -> tuple[tuple[str, str], ...]:
+    """The fixtures whose value is a path in a temporary folder: who made what is there."""
+    below = tuple(folder.rstrip(os.sep) + os.sep for folder in folders)
     found = []
     for name, value in values.items():
         if name == "tmp_path" or not isinstance(value, (str, os.PathLike)):
             continue
         path = os.fspath(value)
-        if isinstance(path, str) and os.path.isabs(path) and path.startswith(tempdir + os.sep):
+        if isinstance(path, str) and os.path.isabs(path) and path.startswith(below):
             found.append((name, os.path.normpath(path)))
     return tuple(sorted(found))
