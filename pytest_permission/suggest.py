@@ -184,14 +184,24 @@ class Needs:
 
     entries: dict[str, set[str]] = field(default_factory=dict)
     switches: set[str] = field(default_factory=set)
-    notes: list[str] = field(default_factory=list)
+    why: dict[str, set[str]] = field(default_factory=dict)
+    """Why an entry is wider than what was touched: the text, to the keywords it is about."""
     implicit: bool = True
 
     def add(self, keyword: str, entry: str) -> None:
         self.entries.setdefault(keyword, set()).add(entry)
 
-    def note(self, text: str) -> None:
-        self.notes = sorted({*self.notes, text})
+    def note(self, keyword: str, text: str) -> None:
+        self.why.setdefault(text, set()).add(keyword)
+
+    @property
+    def notes(self) -> list[str]:
+        """``keyword, keyword: text``, one line per text."""
+        order = scopes.keywords()
+        return sorted(
+            f"{', '.join(sorted(keywords, key=order.index))}: {text}"
+            for text, keywords in self.why.items()
+        )
 
 
 def _under(path: str, folder: str) -> bool:
@@ -241,8 +251,9 @@ def _add_path(out: Needs, keyword: str, path: str, places: Places) -> None:
         out.add(keyword, entry)
         if entry == "{rootdir}":
             out.note(
-                f"{keyword}: {{rootdir}} is the whole project: the test used the project folder "
-                "itself (listed it, changed into it), and a folder is granted with what is below it"
+                keyword,
+                "{rootdir} is the whole project: the test used the project folder itself "
+                "(listed it, changed into it), and a folder is granted with what is below it",
             )
 
 
@@ -257,8 +268,9 @@ def _add_made(out: Needs, keyword: str, path: str, name: str, places: Places) ->
     fixture = places.fixture_at(path)
     made = "a folder" if fixture is None else f"the folder the fixture `{fixture}`"
     out.note(
-        f"{keyword}: {grant} is {made} made with tmp_path_factory.mktemp({numbered.group(1)!r}), "
-        "whatever its number (it depends on the order fixtures run)"
+        keyword,
+        f"{grant} is {made} made with tmp_path_factory.mktemp({numbered.group(1)!r}), "
+        "whatever its number (it depends on the order fixtures run)",
     )
 
 
@@ -274,7 +286,7 @@ def _add_temporary(out: Needs, keyword: str, path: str, name: str, places: Place
     else:
         grant, what = "{tempdir}", "the whole temporary folder"
     out.add(keyword, grant)
-    out.note(f"{keyword}: {grant} is {what}: the test used {used}; {better} would keep it narrow")
+    out.note(keyword, f"{grant} is {what}: the test used {used}; {better} would keep it narrow")
 
 
 def _add_host(out: Needs, resource: str, places: Places) -> None:
@@ -285,7 +297,7 @@ def _add_host(out: Needs, resource: str, places: Places) -> None:
         host, port = hosts.split(resource)
     except ValueError:  # netlink, packet, bluetooth...: only net=True grants them
         out.switches.add("net")
-        out.note(f"net: {resource} is not a host: only net=True grants it")
+        out.note("net", f"{resource} is not a host: only net=True grants it")
         return
     low, high = places.ephemeral
     if port is not None and (port == 0 or low <= port <= high):

@@ -185,10 +185,9 @@ def test_audit_enforces_nothing_and_prints_the_markers_that_make_the_suite_pass(
     printed = printed_markers(audited.outlines)
     assert {name: lines[0] for name, lines in printed.items()} == expected_markers(suite["port"])
     assert printed["test_temp_file"][1:] == [
-        f"# {keyword}: {{tempdir}}/tmp* is every name tempfile makes, as it makes one anew every "
-        "run: the test used a temporary file or folder of its own; the tmp_path fixture would "
-        "keep it narrow"
-        for keyword in ("fs_read", "fs_write")
+        "# fs_read, fs_write: {tempdir}/tmp* is every name tempfile makes, as it makes one anew "
+        "every run: the test used a temporary file or folder of its own; the tmp_path fixture "
+        "would keep it narrow"
     ]
 
     paste(suite["file"], printed)

@@ -93,11 +93,10 @@ def test_a_temporary_file_of_its_own_grants_the_names_tempfile_makes_and_says_so
         places=PLACES,
     ) == (
         {"fs_read": ["{tempdir}/tmp*"], "fs_write": ["{tempdir}/tmp*"]},
-        [
-            f"{keyword}: {{tempdir}}/tmp* is every name tempfile makes, as it makes one anew "
-            "every run: the test used a temporary file or folder of its own; the tmp_path "
+        [  # one note for both keywords
+            "fs_read, fs_write: {tempdir}/tmp* is every name tempfile makes, as it makes one "
+            "anew every run: the test used a temporary file or folder of its own; the tmp_path "
             "fixture would keep it narrow"
-            for keyword in ("fs_read", "fs_write")
         ],
     )
 
