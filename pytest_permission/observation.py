@@ -36,6 +36,8 @@ from pytest_permission.suggest import Audited, Grants, Places
 PLACES = "permission_places"
 """Call-report attribute: the test's :class:`Places` as a dict."""
 _PLACES = pytest.StashKey[Places]()
+_SUBTEST_REPORTS = frozenset({"SubtestReport", "SubTestReport"})
+"""pytest 9's ``subtests`` and the pytest-subtests plugin: one more report per subtest."""
 UNUSED = "permission_baseline_unused"
 """Call-report attribute: baseline entries the test no longer used."""
 
@@ -118,8 +120,8 @@ class Observation:
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         places = getattr(report, PLACES, None)
-        if places is None:
-            return
+        if places is None or type(report).__name__ in _SUBTEST_REPORTS:
+            return  # a subtest's report is made before the test's accesses are all known
         self.audited[report.nodeid] = Audited(
             report.nodeid, report.outcome, tuple(denials_of(report)), Places.from_dict(places)
         )

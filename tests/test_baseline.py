@@ -253,3 +253,30 @@ def test_compare_lists_added_and_unused_entries() -> None:
     assert diff.unused == ("env: OLD", "ffi")
     assert diff.lines() == ["+ child", "+ fs_read: /etc/hosts", "- env: OLD", "- ffi"]
     assert baseline.compare(None, Needs()).lines() == []
+
+
+@pytest.mark.skipif(pytest.version_tuple < (9,), reason="the subtests fixture is pytest 9's")
+def test_subtest_reports_do_not_stand_for_their_test(pytester: pytest.Pytester) -> None:
+    """Under xdist they reach the controller first, without the test's accesses."""
+    pytest.importorskip("xdist")
+    pytester.makepyfile(
+        """
+        import os
+
+        def test_with_subtests(subtests):
+            for i in range(2):
+                with subtests.test(i=i):
+                    assert i >= 0
+            open(os.path.join(os.path.dirname(__file__), "data.txt")).read()
+        """
+    )
+    pytester.makefile(".txt", data="d")
+    record = ("--permission-baseline=perm.json", "--permission-baseline-update", "-n", "1")
+    pytester.runpytest_subprocess(*record).assert_outcomes(passed=1)
+    entry = json.loads((pytester.path / "perm.json").read_text())["tests"]
+    assert entry["test_subtest_reports_do_not_stand_for_their_test.py::test_with_subtests"][
+        "fs_read"
+    ][-1] == "{testdir}/data.txt"
+    check = pytester.runpytest_subprocess("--permission-baseline=perm.json", "-n", "1")
+    check.assert_outcomes(passed=1)
+    assert "no longer used" not in check.stdout.str()
