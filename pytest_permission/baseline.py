@@ -66,6 +66,11 @@ def dump(entries: Mapping[str, Grants]) -> str:
     return json.dumps({"version": VERSION, "tests": dict(entries)}, indent=2, sort_keys=True) + "\n"
 
 
+def shown(entry: str) -> str:
+    """An entry as a diff line shows it: quoted where spaces or unprintables would hide it."""
+    return entry if entry.isprintable() and entry == entry.strip() and entry else json.dumps(entry)
+
+
 def compare(entry: Grants | None, found: Needs) -> Diff:
     """What ``found`` uses beyond ``entry`` (``None``: the test is not in the file), and back."""
     granted = {} if entry is None else entry
@@ -79,7 +84,7 @@ def compare(entry: Grants | None, found: Needs) -> Diff:
             owners = [g for g in grant or () if covers(keyword, g, observed)]
             used.update((keyword, g) for g in owners)
             if not owners:
-                added.append(f"{keyword}: {observed}")
+                added.append(f"{keyword}: {shown(observed)}")
     unused = []
     for keyword, grant in sorted(granted.items()):
         if keyword == "implicit":
@@ -88,5 +93,5 @@ def compare(entry: Grants | None, found: Needs) -> Diff:
             if keyword not in found.switches and keyword not in found.entries:
                 unused.append(keyword)
         elif isinstance(grant, list):
-            unused += [f"{keyword}: {g}" for g in grant if (keyword, g) not in used]
+            unused += [f"{keyword}: {shown(g)}" for g in grant if (keyword, g) not in used]
     return Diff(tuple(added), tuple(unused))

@@ -255,6 +255,13 @@ def test_compare_lists_added_and_unused_entries() -> None:
     assert baseline.compare(None, Needs()).lines() == []
 
 
+def test_diff_lines_quote_an_entry_whose_spaces_would_not_show() -> None:
+    found = Needs(entries={"env": {"    SHOUT", "PLAIN", "TAB\tBED"}})
+    assert baseline.compare({"env": ["OLD "]}, found).lines() == [
+        '+ env: "    SHOUT"', "+ env: PLAIN", '+ env: "TAB\\tBED"', '- env: "OLD "'
+    ]
+
+
 @pytest.mark.skipif(pytest.version_tuple < (9,), reason="the subtests fixture is pytest 9's")
 def test_subtest_reports_do_not_stand_for_their_test(pytester: pytest.Pytester) -> None:
     """Under xdist they reach the controller first, without the test's accesses."""
