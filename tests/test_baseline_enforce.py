@@ -285,3 +285,21 @@ def test_usage_errors(
     result = pytester.runpytest_subprocess(*args)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines([message])
+
+
+@pytest.mark.parametrize("workers", [[], ["-n", "2"]], ids=["serial", "xdist"])
+def test_the_parity_probe_recorded_checked_and_enforced_reports_as_without_the_plugin(
+    pytester: pytest.Pytester, workers: list[str]
+) -> None:
+    """Every kind of item and outcome of ``test_parity``'s probe, through a baseline's modes."""
+    from test_parity import _probe, _run, _same
+
+    _probe(pytester, xdist=bool(workers))
+    plain = _run(pytester, "plain", "-p", "no:permission", *workers)
+    baseline = "--permission-baseline=perm.json"
+    for mode, args in [
+        ("record", [baseline, "--permission-baseline-update"]),
+        ("check", [baseline]),
+        ("enforce", [baseline, "--permission-baseline-enforce"]),
+    ]:
+        _same(plain, _run(pytester, mode, *args, *workers), f"{mode} {' '.join(workers)}")
