@@ -357,3 +357,29 @@ def test_python_subprocesses_of_an_audited_test_are_not_restricted(
     restricted = pytester.runpytest_subprocess()  # the marker alone: the reader is refused
     restricted.assert_outcomes(failed=1)
     restricted.stdout.fnmatch_lines(["*Access to this API has been restricted*data.txt*"])
+
+
+@pytest.mark.skipif(pytest.version_tuple < (9,), reason="the subtests fixture is pytest 9's")
+def test_what_the_plugin_reads_for_the_audit_is_no_access_of_the_test(
+    pytester: pytest.Pytester,
+) -> None:
+    """The ephemeral port range, the temporary folder: read once, in the pytest process."""
+    pytester.makepyfile(
+        """
+        import socket
+
+        def test_binds_a_free_port():
+            with socket.socket() as server:
+                server.bind(("127.0.0.1", 0))
+
+        def test_with_subtests(subtests):
+            for i in range(2):
+                with subtests.test(i=i):
+                    assert i >= 0
+        """
+    )
+    result = pytester.runpytest_subprocess("--permission-audit-json=audit.json")
+    result.assert_outcomes(passed=2)
+    tests = json.loads((pytester.path / "audit.json").read_text())["tests"]
+    accesses = [a for entry in tests.values() for a in entry["accesses"]]
+    assert [(a["permission"], a["resource"]) for a in accesses] == [("Net", "127.0.0.1:0")]
