@@ -57,6 +57,9 @@ class Context:
     rootdir: str
     testdir: str
     tmp_path: str | None = None
+    baseline: str | None = None
+    """The enforced permission baseline, when its entry stands for the marker (``written``;
+    ``None``: the file lacks the test)."""
 
     def names(self, scope: Scope) -> bool:
         """Whether the marker names the scope (``addons`` names ``addon``)."""
@@ -160,7 +163,10 @@ def _granted(scope: Scope, context: Context) -> str:
             _path_rule(scope, rule, context) if scope.kind is Kind.PATHS else rule.text
             for rule in grant.rules
         )
-    if context.written is None and context.declared == Policy.allow_all():
+    if context.baseline is not None:
+        where = "its entry in" if context.written is not None else "the test is not in"
+        why = [f"{where} the permission baseline {context.baseline}"]
+    elif context.written is None and context.declared == Policy.allow_all():
         why = ["the test has no marker: it started with everything"]
     elif context.written is None:
         why = ["the session's --allow-* options: the test has no marker"]
@@ -289,6 +295,13 @@ def _change(scope: Scope, fix: _Fix, context: Context) -> str:
         entries = [fix.entry if e == fix.replaces else e for e in current]
         value = json.dumps(entries if fix.entry in entries else [*entries, fix.entry])
     change = f"{scope.keyword}={value}"
+    if context.baseline is not None:
+        where = "its entry" if context.written is not None else "an entry for it"
+        return (
+            f"to allow it: {change} in {where}, which "
+            f"pytest --permission-baseline={shlex.quote(context.baseline)} "
+            "--permission-baseline-update records"
+        )
     if context.written is None:
         text = f'@pytest.mark.permission("inherit", {change}) on the test'
     else:

@@ -27,6 +27,9 @@ NONE = "none"
 BASES = (NONE, INHERIT)
 PLACEHOLDERS = ("tmp_path", "rootdir", "testdir", "basetemp", "tempdir")
 _SETTINGS = ("strict", "implicit", "timeout")
+BASELINE_ENTRY = pytest.StashKey[tuple["pytest.Mark | None", str]]()
+"""On a test restricted by an enforced baseline: the marker its entry stands for (``None``
+for a test the file lacks), and the file."""
 
 
 def _marker_line() -> str:
@@ -214,6 +217,9 @@ def hint_for(
     force when it failed; see :mod:`pytest_permission.hints`.
     """
     mark = item.get_closest_marker("permission")
+    baseline = None
+    if mark is None and BASELINE_ENTRY in item.stash:
+        mark, baseline = item.stash[BASELINE_ENTRY]
     tmp_path = getattr(item, "funcargs", {}).get("tmp_path")
     context = hints.Context(
         nodeid=item.nodeid,
@@ -224,5 +230,6 @@ def hint_for(
         rootdir=str(item.config.rootpath),
         testdir=str(Path(item.path).parent),
         tmp_path=None if tmp_path is None else str(tmp_path),
+        baseline=baseline,
     )
     return hints.explain(failure, context)

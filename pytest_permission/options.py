@@ -88,6 +88,11 @@ class Session:
         return self.policy if self.enforce else Policy.allow_all()
 
     @property
+    def every_test(self) -> bool:
+        """Every test is restricted: ``--permission``, or an enforced baseline."""
+        return self.enforce or self.baseline_enforce
+
+    @property
     def observe(self) -> bool:
         """Audit or baseline check/update: every test is observed, none is restricted."""
         return self.audit or (self.baseline is not None and not self.baseline_enforce)
@@ -279,7 +284,7 @@ def session_settings(config: pytest.Config) -> Session:
         raise pytest.UsageError("--permission-baseline-update needs --permission-baseline=FILE")
     enforce_file = _enforce_baseline(config, baseline, update, audit_json)
     return Session(
-        enforce=flag("--permission") or enforce_file,
+        enforce=flag("--permission"),
         policy=_policy(config),
         strict=flag("--permission-strict"),
         implicit=not flag("--permission-no-implicit"),
@@ -336,8 +341,8 @@ def add_enforce_option(group: pytest.OptionGroup) -> None:
         "--permission-baseline-enforce", dest="permission_baseline_enforce",
         action="store_true",
         help="restrict every test to what the --permission-baseline FILE records for it "
-        "(markers and the 'permission' fixture still win; a test not in FILE gets the "
-        "--allow-* grants, without any: nothing)",
+        "(markers and the 'permission' fixture still win; a test not in FILE gets nothing, "
+        "or with --permission the --allow-* grants)",
     )
 
 
@@ -349,11 +354,10 @@ def _enforce_baseline(
         return False
     if baseline is None:
         raise pytest.UsageError("--permission-baseline-enforce needs --permission-baseline=FILE")
-    audit = _setting(config, "--permission-audit")
     clash = (
         "--permission-baseline-update" if update
         else "--permission-audit-json" if audit_json is not None
-        else audit.origin if audit.value
+        else "--permission-audit" if config.getoption("permission_audit")
         else None
     )
     if clash is not None:

@@ -91,7 +91,7 @@ def pytest_report_header(config: pytest.Config) -> str:
     session = config.stash[SESSION]
     if session.observe:
         return "permission: observing every test, enforcing nothing (audit/baseline run)"
-    mode = "every test" if session.enforce else "marked tests"
+    mode = "every test" if session.every_test else "marked tests"
     return f"permission: enforcing on {mode}; layers: {kernel.describe(session.kernel)}"
 
 
@@ -143,12 +143,15 @@ def _declared_plan(item: pytest.Item, session: options.Session) -> Plan | None:
     own = "permission" in getattr(item, "fixturenames", ())
     if mark is None and not own and session.baseline_enforce:
         mark = recorded.entry_for(item, session.recorded)
+        if mark is not None or not session.enforce:  # for the report's hint
+            item.stash[marker.BASELINE_ENTRY] = (mark, str(session.baseline))
     if mark is None:
         # With the fixture a test drops what it wants itself; an enforced baseline leaves it be.
         if own and (session.baseline_enforce or not session.enforce):
             return Plan(Policy.allow_all(), session.strict, session.implicit, session.timeout)
-        if session.enforce:
-            return Plan(session.policy, session.strict, session.implicit, session.timeout)
+        if session.every_test:  # not in an enforced baseline: what --permission grants, if given
+            policy = session.policy if session.enforce else Policy()
+            return Plan(policy, session.strict, session.implicit, session.timeout)
         return None
     written = repr(mark.args) + repr(mark.kwargs)
     tmp_path = basetemp = None

@@ -11,8 +11,11 @@ What the code says about a test still wins: its own marker, and the
 ``permission`` fixture, with which a test manages its permissions itself
 (everything allowed until it drops, as in the run that recorded the file;
 restricting it to its entry would change what its ``has()`` calls answer).
-A test the file does not list gets what ``--permission`` gives an unmarked
-test: the ``--allow-*`` grants, and without any, nothing.
+A marker means what it means in a plain run (``"inherit"`` takes
+everything unless ``--permission`` is given too). A test the file does not
+list gets nothing, as a new test should until it is recorded; with
+``--permission`` given too, the ``--allow-*`` grants, as any test without a
+marker.
 """
 
 from __future__ import annotations

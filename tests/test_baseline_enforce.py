@@ -142,6 +142,14 @@ def test_each_test_is_held_to_its_entry(
             "E   *assert None == 't'",  # the variable is hidden: it reads as unset
         ]
     )
+    # The report says where the grants came from, and how to widen them.
+    result.stdout.fnmatch_lines(
+        [
+            "granted fs_read: nothing (its entry in the permission baseline *perm.json)",
+            'to allow it: fs_read=[[]"/etc/hostname"] in its entry, which pytest '
+            "--permission-baseline=*perm.json --permission-baseline-update records",
+        ]
+    )
 
 
 def test_a_test_missing_from_the_file_gets_nothing_or_the_allow_grants(
@@ -153,10 +161,38 @@ def test_a_test_missing_from_the_file_gets_nothing_or_the_allow_grants(
     result = enforce(pytester)
     result.assert_outcomes(passed=PASSED, failed=1)
     result.stdout.fnmatch_lines(
-        ["E   *FileSystemRead was denied for '*/tests/data/a.txt'*", "FAILED *::test_new*"]
+        [
+            "E   *FileSystemRead was denied for '*/tests/data/a.txt'*",
+            "granted fs_read: nothing (the test is not in the permission baseline *perm.json)",
+            "FAILED *::test_new*",
+        ]
     )
-    granted = enforce(pytester, "--allow-fs-read=tests/data/a.txt")
+    enforce(pytester, "--allow-fs-read=tests/data/a.txt").assert_outcomes(passed=PASSED, failed=1)
+    granted = enforce(pytester, "--permission", "--allow-fs-read=tests/data/a.txt")
     granted.assert_outcomes(passed=PASSED + 1)
+
+
+def test_inherit_in_a_marker_means_what_it_means_in_a_plain_run(
+    pytester: pytest.Pytester,
+) -> None:
+    """Without --permission the rest of the session is unrestricted: so is "inherit"."""
+    pytester.makepyfile(
+        """
+        import pytest
+        from pytest_permission import raises_access_denied
+
+        @pytest.mark.permission("inherit", net=False)
+        def test_anything_but_the_network():
+            open(__file__).read()
+            with raises_access_denied("net"):
+                __import__("socket").create_connection(("127.0.0.1", 9))
+
+        def test_unmarked():
+            pass
+        """
+    )
+    record(pytester, passed=2)
+    enforce(pytester).assert_outcomes(passed=2)
 
 
 def test_markers_and_the_fixture_win_over_the_entries(
