@@ -15,12 +15,12 @@ from pytest_permission.policy import Policy
 
 if TYPE_CHECKING:
     from pytest_permission.assertions import assert_access_denied, raises_access_denied
-    from pytest_permission.child import SwallowedDenialWarning
+    from pytest_permission.verdict import SwallowedDenialWarning
 
 _LAZY = {
     "assert_access_denied": "pytest_permission.assertions",
     "raises_access_denied": "pytest_permission.assertions",
-    "SwallowedDenialWarning": "pytest_permission.child",
+    "SwallowedDenialWarning": "pytest_permission.verdict",
 }
 """Names that need pytest: imported on first use, so that a Python child
 process enforcing an inherited policy does not import pytest at start-up."""

@@ -34,14 +34,13 @@ import pytest
 from pytest_permission import (
     audit,
     coverage_relay,
-    hints,
     kernel,
-    marker,
     startup,
     tools,
     transport,
+    verdict,
 )
-from pytest_permission.errors import Denial, chain
+from pytest_permission.errors import chain
 from pytest_permission.fork import Writer
 from pytest_permission.plan import Plan
 
@@ -60,10 +59,6 @@ _PHASE_OVER = frozenset({
     "pytest_terminal_summary",
 })
 """Hooks that run only after the call phase: the first one ends the child."""
-
-
-class SwallowedDenialWarning(pytest.PytestWarning):
-    """The code under test caught an ``AccessDenied`` and went on."""
 
 
 @dataclass(frozen=True)
@@ -165,8 +160,6 @@ class ChildRole:
                 "--trace: not entered: a restricted test runs in a forked child, where the "
                 "debugger needs standard input to be a terminal, and it is not one"
             )
-        if not plan.observe:
-            startup.propagate(self.guard)
         signal.signal(signal.SIGINT, signal.default_int_handler)
         self._warnings = warnings.catch_warnings(record=True)
         self.warnings = self._warnings.__enter__()
@@ -178,34 +171,7 @@ class ChildRole:
 
     def judge(self, failure: BaseException | None) -> None:
         """Warn about swallowed denials, or fail the test under ``strict``."""
-        if self.plan.observe:
-            return  # nothing was refused, so nothing was swallowed
-        swallowed = self.swallowed(failure)
-        if not swallowed:
-            return
-        text = hints.swallowed(swallowed)
-        if self.plan.strict and failure is None:
-            pytest.fail(f"{text}\n(strict: swallowed denials fail the test)", pytrace=False)
-        lineno = (self.item.location[1] or 0) + 1
-        warnings.warn_explicit(
-            SwallowedDenialWarning(text), SwallowedDenialWarning, str(self.item.path), lineno
-        )
-
-    def swallowed(self, failure: BaseException | None) -> list[Denial]:
-        """Denials neither handled by the test's own file nor failing the test."""
-        failing = {id(error) for error in chain(failure)}
-        test_file = str(self.item.path)
-        out = []
-        for index, denial in enumerate(self.guard.denials):
-            error = self.guard.raised.get(index)
-            if error is not None:
-                if id(error) in failing or id(error) in self.guard.expected:
-                    continue
-                tb = error.__traceback__
-                if tb is not None and tb.tb_frame.f_code.co_filename == test_file:
-                    continue  # pytest.raises / try-except in the test itself
-            out.append(denial)
-        return out
+        verdict.judge(self.guard, self.plan, self.item, failure)
 
     def _hookexec(
         self, name: str, impls: list[Any], kwargs: dict[str, Any], firstresult: bool
@@ -234,20 +200,8 @@ class ChildRole:
             if call.when == "call" and kwargs["item"] is self.item:
                 self.final = result
                 self.raised = call.excinfo is not None
-                self._annotate(result, call)
+                verdict.annotate(self.item, self.plan, self.guard.policy, result, call)
         return result
-
-    def _annotate(self, report: pytest.TestReport, call: pytest.CallInfo[None]) -> None:
-        """Under a failure the policy probably caused: what was granted, what to change."""
-        if call.excinfo is None or not report.failed:
-            return
-        failure = call.excinfo.value
-        hint = kernel.explain(failure) or marker.hint_for(
-            self.item, failure, declared=self.plan.policy, granted=self.guard.policy
-        )
-        addsection = getattr(report.longrepr, "addsection", None)
-        if hint is not None and addsection is not None:
-            addsection("permission", hint)
 
     def _interact(self, impls: list[Any], kwargs: dict[str, Any], firstresult: bool) -> Any:
         """``--pdb``: the debugger runs here, in the failing test's process, on a terminal."""

@@ -39,7 +39,7 @@ from typing import Any
 import pytest
 
 from pytest_permission import child as child_role
-from pytest_permission import coverage_relay, fork, tools, transport
+from pytest_permission import coverage_relay, fork, inline, tools, transport, verdict
 from pytest_permission.errors import Denial
 from pytest_permission.fork import Ended
 from pytest_permission.plan import Plan
@@ -77,6 +77,9 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, object, object]:
     plan = item.stash.get(PLAN, None)
     if plan is None:
         return (yield)
+    if plan.isolation == "inline":
+        prepared = _prepared(item, plan)
+        return (yield from inline.run(item, plan, prepared.guard, prepared.exported))
     own = item.__dict__.get("runtest")
     item.runtest = functools.partial(_forked, item, plan, item.runtest)  # type: ignore[method-assign]
     try:
@@ -98,6 +101,50 @@ def pytest_runtest_makereport(
     report = item.stash[_FINAL]
     del item.stash[_FINAL]
     return report
+
+
+@pytest.hookimpl(wrapper=True, specname="pytest_runtest_makereport")
+def pytest_runtest_makereport_inline(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """A test restricted inline: its denials on its call report, as a child's carry them."""
+    report = yield
+    if call.when == "call" and inline.DENIALS in item.stash:
+        denials = item.stash[inline.DENIALS]
+        del item.stash[inline.DENIALS]
+        _carry(item, report, denials)
+        verdict.annotate(item, item.stash[PLAN], item.stash[inline.GRANTED], report, call)
+        if hasattr(item.config, "workerinput"):
+            report = _sendable(item, report)
+    return report
+
+
+def _sendable(item: pytest.Item, report: pytest.TestReport) -> pytest.TestReport:
+    """A report xdist can send, as a child's is: properties that are not plain data as
+    their ``repr``, lone surrogates in a failure's text escaped.
+
+    execnet refuses both; plain xdist then loses the report (and, for a
+    failure, passes the session).
+    """
+    item.user_properties[:] = [(k, transport.plain(v)) for k, v in item.user_properties]
+    report.user_properties = list(item.user_properties)  # the teardown report's too
+    if not report.failed:
+        return report
+    config = item.config
+    data = config.hook.pytest_report_to_serializable(config=config, report=report)
+    payload = transport.encode(data)
+    if b"\\ud" not in payload:
+        return report
+    return _report(item, transport.decode(payload, utf8=True))
+
+
+def _carry(item: pytest.Item, report: pytest.TestReport, denials: list[dict[str, object]]) -> None:
+    """The call report carries the denials; each is a JUnit property of its test too."""
+    setattr(report, REPORT_ATTRIBUTE, denials)
+    for data in denials:
+        line = (JUNIT_PROPERTY, Denial.from_dict(data).line())
+        item.user_properties.append(line)
+        report.user_properties.append(line)
 
 
 def denials_of(report: pytest.TestReport) -> list[Denial]:
@@ -213,15 +260,13 @@ def _replay(item: pytest.Item, message: dict[str, Any]) -> pytest.TestReport | N
                   "filename": str(item.path), "lineno": (item.location[1] or 0) + 1})
     item._report_sections.extend(_triples(message.get("sections", [])))
     tools.restore_item_state(item, message.get("item_state"))
-    properties = _pairs(message.get("user_properties", []))
-    properties += [(JUNIT_PROPERTY, Denial.from_dict(d).line()) for d in denials]
-    item.user_properties[:] = properties
+    item.user_properties[:] = _pairs(message.get("user_properties", []))
     data = message.get("final")
     if data is None:
         return None
     final = _report(item, data)
-    final.user_properties = list(properties)
-    setattr(final, REPORT_ATTRIBUTE, denials)
+    final.user_properties = list(item.user_properties)
+    _carry(item, final, denials)
     return final
 
 

@@ -20,13 +20,14 @@ from pathlib import Path
 import pytest
 
 from pytest_permission import hints, scopes
+from pytest_permission.plan import ISOLATIONS, Isolation
 from pytest_permission.policy import INHERIT, Policy
 from pytest_permission.scopes import Kind
 
 NONE = "none"
 BASES = (NONE, INHERIT)
 PLACEHOLDERS = ("tmp_path", "rootdir", "testdir", "basetemp", "tempdir")
-_SETTINGS = ("strict", "implicit", "timeout")
+_SETTINGS = ("strict", "implicit", "timeout", "isolation")
 BASELINE_ENTRY = pytest.StashKey[tuple["pytest.Mark | None", str]]()
 """On a test restricted by an enforced baseline: the marker its entry stands for (``None``
 for a test the file lacks), and the file."""
@@ -62,6 +63,7 @@ class TestSettings:
     strict: bool | None
     implicit: bool | None
     timeout: float | None
+    isolation: Isolation | None = None
 
 
 def _accepted_keywords() -> list[str]:
@@ -151,6 +153,18 @@ def _timeout(marker: pytest.Mark) -> float | None:
     return float(value)
 
 
+def _isolation(marker: pytest.Mark) -> Isolation | None:
+    value = marker.kwargs.get("isolation")
+    if value is None:
+        return None
+    if value not in ISOLATIONS:
+        raise ValueError(
+            f"isolation={value!r} is not valid; accepted: 'fork' (a forked child, for good, "
+            "with the kernel layer), 'inline' (the pytest process, audit layer only) or None"
+        )
+    return value  # type: ignore[no-any-return]
+
+
 def settings_for(
     marker: pytest.Mark,
     *,
@@ -193,6 +207,7 @@ def settings_for(
         strict=_bool_setting(marker, "strict"),
         implicit=_bool_setting(marker, "implicit"),
         timeout=_timeout(marker),
+        isolation=_isolation(marker),
     )
 
 

@@ -19,6 +19,7 @@ from typing import Literal, TypeVar, cast
 import pytest
 
 from pytest_permission import recorded, scopes
+from pytest_permission.plan import ISOLATIONS, Isolation
 from pytest_permission.policy import Policy
 from pytest_permission.scopes import Kind, Scope
 from pytest_permission.suggest import Grants
@@ -62,6 +63,8 @@ class Session:
     implicit: bool
     """False with ``--permission-no-implicit``: no implicit grants."""
     kernel: Kernel
+    isolation: Isolation
+    """``--permission-isolation``: where a restricted body runs (``fork`` or ``inline``)."""
     audit: bool
     """``--permission-audit``: record, do not enforce."""
     timeout: float | None
@@ -173,6 +176,17 @@ def add_options(parser: pytest.Parser) -> None:
         default="auto",
     )
     group.addoption(
+        "--permission-isolation", dest="permission_isolation", metavar="fork|inline",
+        default=None,
+        help="where a restricted test's body runs: fork (a forked child, the default: "
+        "drops are for good, the kernel layer applies) or inline (the pytest process, "
+        "the audit layer only, no fork: fastest)",
+    )
+    parser.addini(
+        "permission_isolation", "where restricted bodies run: fork or inline "
+        "(as --permission-isolation)", default="fork",
+    )
+    group.addoption(
         "--permission-timeout", dest="permission_timeout", metavar="SECONDS", default=None,
         help="kill a restricted test's forked child after SECONDS (0: no limit, the default)",
     )
@@ -261,6 +275,23 @@ def _kernel(text: str) -> Kernel:
     return text
 
 
+def _isolation(text: str) -> Isolation:
+    if text not in ISOLATIONS:
+        raise ValueError(text)
+    return text
+
+
+def _compatible(kernel: Kernel, isolation: Isolation) -> None:
+    """``inline`` runs the body in the pytest process, where no kernel rule can go."""
+    if kernel == "require" and isolation == "inline":
+        raise pytest.UsageError(
+            "--permission-kernel=require and --permission-isolation=inline: the kernel "
+            "layer restricts a whole process for good, so it needs the forked child; "
+            "inline runs the test body in the pytest process with the audit layer only. "
+            "Choose one (fork is the default isolation)"
+        )
+
+
 def _timeout(text: str) -> float | None:
     if not text:
         return None
@@ -283,12 +314,16 @@ def session_settings(config: pytest.Config) -> Session:
     if update and baseline is None:
         raise pytest.UsageError("--permission-baseline-update needs --permission-baseline=FILE")
     enforce_file = _enforce_baseline(config, baseline, update, audit_json)
+    kernel = _parsed(config, "--permission-kernel", _kernel, "one of auto, require, off")
+    isolation = _parsed(config, "--permission-isolation", _isolation, "one of fork, inline")
+    _compatible(kernel, isolation)
     return Session(
         enforce=flag("--permission"),
         policy=_policy(config),
         strict=flag("--permission-strict"),
         implicit=not flag("--permission-no-implicit"),
-        kernel=_parsed(config, "--permission-kernel", _kernel, "one of auto, require, off"),
+        kernel=kernel,
+        isolation=isolation,
         audit=bool(config.getoption("permission_audit")) or audit_json is not None,
         timeout=_parsed(
             config, "--permission-timeout", _timeout,

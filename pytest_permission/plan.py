@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from pytest_permission.policy import Policy
+
+Isolation = Literal["fork", "inline"]
+ISOLATIONS: tuple[Isolation, ...] = ("fork", "inline")
 
 
 @dataclass(frozen=True)
@@ -20,3 +24,7 @@ class Plan:
     and enforce nothing (the kernel layer stays off, it could only refuse)."""
     kernel: str = "off"
     """``--permission-kernel``: ``auto``, ``require`` or ``off`` (see :mod:`.kernel`)."""
+    isolation: Isolation = "fork"
+    """``fork``: the body runs in a forked child (drops are for good, the kernel layer
+    can apply); ``inline``: in the pytest process, the audit layer switched on
+    around the call phase only (see :mod:`pytest_permission.inline`)."""

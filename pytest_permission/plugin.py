@@ -92,6 +92,8 @@ def pytest_report_header(config: pytest.Config) -> str:
     if session.observe:
         return "permission: observing every test, enforcing nothing (audit/baseline run)"
     mode = "every test" if session.every_test else "marked tests"
+    if session.isolation == "inline":
+        return f"permission: enforcing on {mode}, inline (no fork); layers: audit"
     return f"permission: enforcing on {mode}; layers: {kernel.describe(session.kernel)}"
 
 
@@ -108,11 +110,21 @@ def pytest_pycollect_makeitem(
             if mark is not None:
                 try:
                     marker.validate(mark)
+                    _kernel_needs_a_fork(mark, collector.config.stash[SESSION])
                 except (ValueError, TypeError) as exc:
                     raise collector.CollectError(
                         f"{item.nodeid}: invalid @pytest.mark.permission: {exc}"
                     ) from None
     return result
+
+
+def _kernel_needs_a_fork(mark: pytest.Mark, session: options.Session) -> None:
+    if mark.kwargs.get("isolation") == "inline" and session.kernel == "require":
+        raise ValueError(
+            "isolation='inline' runs the body in the pytest process, where the kernel layer "
+            "--permission-kernel=require asks for cannot go (it restricts a process for good); "
+            "accepted with require: isolation='fork' or no isolation keyword"
+        )
 
 
 @pytest.hookimpl(wrapper=True)
@@ -131,10 +143,13 @@ def plan_for(item: pytest.Item) -> Plan | None:
     plan = _declared_plan(item, session)
     if not session.observe or (not session.audit and recorded.manages_itself(item)):
         # A baseline covers the tests whose code says nothing: the others run as it says.
-        return None if plan is None else replace(plan, kernel=session.kernel)
-    # Observed; has() keeps answering as the test would run.
+        if plan is None:
+            return None
+        return replace(plan, kernel="off" if plan.isolation == "inline" else session.kernel)
+    # Observed, in the pytest process: observing refuses nothing, so nothing needs a fork.
+    # has() keeps answering as the test would run.
     unrestricted = Plan(Policy.allow_all(), implicit=session.implicit, timeout=session.timeout)
-    return replace(plan or unrestricted, observe=True)
+    return replace(plan or unrestricted, observe=True, isolation="inline")
 
 
 def _declared_plan(item: pytest.Item, session: options.Session) -> Plan | None:
@@ -148,10 +163,16 @@ def _declared_plan(item: pytest.Item, session: options.Session) -> Plan | None:
     if mark is None:
         # With the fixture a test drops what it wants itself; an enforced baseline leaves it be.
         if own and (session.baseline_enforce or not session.enforce):
-            return Plan(Policy.allow_all(), session.strict, session.implicit, session.timeout)
+            return Plan(
+                Policy.allow_all(), session.strict, session.implicit, session.timeout,
+                isolation=session.isolation,
+            )
         if session.every_test:  # not in an enforced baseline: what --permission grants, if given
             policy = session.policy if session.enforce else Policy()
-            return Plan(policy, session.strict, session.implicit, session.timeout)
+            return Plan(
+                policy, session.strict, session.implicit, session.timeout,
+                isolation=session.isolation,
+            )
         return None
     written = repr(mark.args) + repr(mark.kwargs)
     tmp_path = basetemp = None
@@ -173,6 +194,7 @@ def _declared_plan(item: pytest.Item, session: options.Session) -> Plan | None:
         session.strict if settings.strict is None else settings.strict,
         session.implicit if settings.implicit is None else settings.implicit,
         session.timeout if settings.timeout is None else settings.timeout,
+        isolation=settings.isolation or session.isolation,
     )
 
 

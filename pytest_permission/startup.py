@@ -51,10 +51,16 @@ def export(text: str) -> None:
 
 
 def propagate(guard: Guard) -> None:
-    """Put the current policy into the ``env=`` mapping of each new process."""
+    """Put the current policy into the ``env=`` mapping of each new process.
+
+    Registered once, with the audit layer's other hooks (:func:`audit.arm`):
+    it acts whenever the guard enforces and is not only observing.
+    """
 
     def handler(index: int) -> Handler:
         def add_policy(args: tuple[Any, ...]) -> None:
+            if guard.observe:
+                return  # an audit enforces nothing, in subprocesses neither
             env = args[index] if len(args) > index else None
             text = encode(guard.policy, guard.implicit.enabled)
             if env is None:  # the process environment: the guard ignores its own putenv
@@ -76,4 +82,4 @@ def enforce_inherited_policy() -> None:
     if not text or audit.active() is not None:
         return
     policy, implicit = decode(text)
-    propagate(audit.install(policy, implicit=implicit))
+    audit.install(policy, implicit=implicit)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
+from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
 
@@ -50,13 +51,25 @@ def paths() -> tuple[list[str], list[str]]:
     return grants, grants
 
 
-def prepare() -> None:
-    """Ready the tools for enforcement, in the child (patches what they use)."""
-    _hypothesis_scratch()
-    _capture_in_memory()
+def prepare() -> Callable[[], None]:
+    """Ready the tools for enforcement (patches what they use); returns how to undo it.
+
+    A forked child never undoes; a test restricted in the pytest process does.
+    """
+    patches = [p for p in (_hypothesis_scratch(), _capture_in_memory()) if p is not None]
+
+    def undo() -> None:
+        for module, name, value in patches:
+            setattr(module, name, value)
+
+    return undo
 
 
-def _capture_in_memory() -> None:
+Patch = tuple[object, str, object]
+"""A module, an attribute, and what it held before."""
+
+
+def _capture_in_memory() -> Patch | None:
     """pytest's file-descriptor capture made inside the body writes to memory files.
 
     Capturing a subtest's output (and ``capfd`` started in the body) makes
@@ -67,13 +80,15 @@ def _capture_in_memory() -> None:
     """
     capture = sys.modules.get("_pytest.capture")
     if capture is None or not hasattr(os, "memfd_create"):
-        return
+        return None
 
     def memory_file(*args: object, **kwargs: object) -> Any:
         fd = os.memfd_create("pytest-capture", os.MFD_CLOEXEC)
         return open(fd, "wb+", buffering=0)
 
+    before = capture.TemporaryFile
     setattr(capture, "TemporaryFile", memory_file)  # noqa: B010
+    return capture, "TemporaryFile", before
 
 
 def _hypothesis_paths() -> list[str]:
@@ -97,7 +112,7 @@ def _hypothesis_home(configuration: Any) -> str:
     return home
 
 
-def _hypothesis_scratch() -> None:
+def _hypothesis_scratch() -> Patch | None:
     """Keep the example database's temporary files inside the storage folder.
 
     Its directory database writes each example to ``tempfile.mkstemp()`` in
@@ -108,7 +123,7 @@ def _hypothesis_scratch() -> None:
     configuration = sys.modules.get("hypothesis.configuration")
     module = sys.modules.get("hypothesis.database")
     if configuration is None or module is None or getattr(module, "tempfile", None) is not tempfile:
-        return
+        return None
     scratch = os.path.join(_hypothesis_home(configuration), "tmp")
 
     def mkstemp(*args: object, **kwargs: object) -> tuple[int, str]:
@@ -117,3 +132,4 @@ def _hypothesis_scratch() -> None:
         return tempfile.mkstemp(*args, **kwargs)  # type: ignore[call-overload, no-any-return]
 
     setattr(module, "tempfile", SimpleNamespace(**{**vars(tempfile), "mkstemp": mkstemp}))  # noqa: B010
+    return module, "tempfile", tempfile

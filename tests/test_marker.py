@@ -45,7 +45,7 @@ def test_marker_line_documents_every_keyword() -> None:
     for keyword in scopes.keywords():  # openssl_store and the addons alias too
         assert f"{keyword}=..." in MARKER_LINE
     assert "addon=... (or addons=...), ffi=..." in MARKER_LINE
-    assert "strict=None, implicit=None, timeout=None)" in MARKER_LINE
+    assert "strict=None, implicit=None, timeout=None, isolation=None)" in MARKER_LINE
     assert MARKER_LINE.endswith("(Node.js permission model)")
 
 

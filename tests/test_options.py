@@ -90,6 +90,7 @@ def test_defaults(project: pytest.Pytester) -> None:
         strict=False,
         implicit=True,
         kernel="auto",
+        isolation="fork",
         audit=False,
         timeout=None,
     )

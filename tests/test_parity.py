@@ -377,6 +377,7 @@ def pytest_collection_modifyitems(items):
 
 MODES: dict[str, list[str]] = {
     "permission": EVERY_GRANT,
+    "inline": [*EVERY_GRANT, "--permission-isolation=inline"],
     "audit": ["--permission-audit"],
 }
 
@@ -435,7 +436,7 @@ def test_session_modes_report_exactly_as_without_the_plugin(
     plain = _run(pytester, "plain", "-p", "no:permission", *workers)
     other = _run(pytester, mode, *MODES[mode], *workers)
     _same(plain, other, f"--{mode} {' '.join(workers)}")
-    if mode == "permission":
+    if mode != "audit":
         assert other["recorded"]["warnings"] == plain["recorded"]["warnings"]
 
 
@@ -454,16 +455,17 @@ def test_markers_and_fixture_report_exactly_as_without_the_plugin(
     assert other["recorded"]["warnings"] == plain["recorded"]["warnings"]
 
 
+@pytest.mark.parametrize("mode", ["permission", "inline"])
 @pytest.mark.parametrize("options", [[], ["--maxfail=1"], ["-x"]], ids=["all", "maxfail", "x"])
 @pytest.mark.parametrize("stopper", sorted(STOPPERS))
 def test_stopping_the_session_is_the_same(
-    pytester: pytest.Pytester, stopper: str, options: list[str]
+    pytester: pytest.Pytester, stopper: str, options: list[str], mode: str
 ) -> None:
     pytester.makeconftest(RECORDER)
     pytester.makepyfile(test_stop=STOPPERS[stopper])
     plain = _run(pytester, "plain", "-p", "no:permission", *options)
-    other = _run(pytester, "permission", *EVERY_GRANT, *options)
-    _same(plain, other, f"{stopper} {options}")
+    other = _run(pytester, mode, *MODES[mode], *options)
+    _same(plain, other, f"{stopper} {options} {mode}")
 
 
 def test_the_probe_covers_what_it_claims(pytester: pytest.Pytester) -> None:

@@ -321,7 +321,8 @@ def test_markers_lists_every_keyword_and_alias(pytester: pytest.Pytester) -> Non
         literal(
             [
                 "@pytest.mark.permission(base='none', *, fs_read=..., *addon=... (or addons=...), "
-                "*wasi=..., openssl_store=..., strict=None, implicit=None, timeout=None): *"
+                "*wasi=..., openssl_store=..., strict=None, implicit=None, timeout=None, "
+                "isolation=None): *"
             ]
         )
     )

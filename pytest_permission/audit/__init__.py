@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pytest_permission.audit.guard import Guard
 from pytest_permission.policy import Policy
 
-__all__ = ["Guard", "active", "arm", "guard_for", "install"]
+__all__ = ["Guard", "active", "arm", "enter", "guard_for", "install", "leave"]
 
 _armed: Guard | None = None
 _active: Guard | None = None
@@ -40,11 +40,13 @@ def arm() -> Guard:
     """
     global _armed
     if _armed is None:
+        from pytest_permission import startup
         from pytest_permission.audit import env, fs, net, process, runtime
 
         guard = Guard.dormant()
         for module in (fs, net, process, runtime, env):
             guard.register(module.install(guard))
+        startup.propagate(guard)
         sys.addaudithook(guard.dispatch)
         _armed = guard
     return _armed
@@ -63,6 +65,33 @@ def guard_for(
         policy, implicit=implicit, extra_read=extra_read, extra_write=extra_write,
         observe=observe,
     )
+
+
+def enter(prepared: Guard, threads: set[int] | None = None) -> Guard:
+    """Enforce ``prepared`` (from :func:`guard_for`) in this process until :func:`leave`.
+
+    The inline isolation: a test's body runs restricted in the pytest
+    process itself. Only the audit layer can do that (a kernel rule lasts
+    as long as the process); ``drop()`` holds until :func:`leave`. With
+    ``threads``, only those threads (and the threads they start) are held:
+    the pytest process's own threads (a fixture's server, xdist's) are not
+    the test's.
+    """
+    global _active
+    if _active is not None:
+        raise RuntimeError("enforcement is already on in this process")
+    guard = arm()
+    guard.activate(prepared, threads)
+    _active = guard
+    return guard
+
+
+def leave() -> None:
+    """Stop what :func:`enter` started, and put back what it hid (environment variables)."""
+    global _active
+    if _active is not None:
+        _active.retire(restore=True)
+        _active = None
 
 
 def install(

@@ -86,39 +86,57 @@ force, put there as the process starts (:func:`startup.propagate`)."""
 
 def install(guard: Guard) -> dict[str, Handler]:
     hidden: set[str] = set()
+    removed: dict[Any, Any] = {}
+    """What hiding took out of ``os.environ``, to put back when the process stops enforcing."""
     local = threading.local()
+    everything: Callable[[str], bool] = lambda name: True  # noqa: E731
+    visible = everything
+    """Which variables the policy in force leaves visible: made once per policy change."""
 
     def shown() -> Callable[[str], bool]:
-        """Which variables the policy in force leaves visible, worked out once per use."""
         grant = guard.effective.grant(ENV)
         if grant.everything:
-            return lambda name: True
+            return everything
         return NameRule.any_covers((
             *grant.rules, PYTEST_OWN, *(IMPLICIT if guard.implicit.enabled else ()),
         ))
 
-    def visible(name: str) -> bool:
-        return shown()(name)
-
     def hide() -> None:
         """Remove every variable no longer granted, from Python and from C."""
+        nonlocal visible
+        visible = keep = shown()
         environ = os.environ
-        keep = shown()
+        data = environ._data  # type: ignore[attr-defined]
         for name in [n for n in environ if not keep(n)]:
+            key = environ.encodekey(name)
             if INHERITED_POLICY.covers(name):  # out of view only: children still inherit it
-                del environ._data[environ.encodekey(name)]  # type: ignore[attr-defined]
+                removed[key] = data.pop(key)
                 continue
             hidden.add(name)
             if guard.observe:
                 continue
-            del environ._data[environ.encodekey(name)]  # type: ignore[attr-defined]
+            removed[key] = data.pop(key)
             local.hiding = True
             try:
                 os.unsetenv(name)
             finally:
                 local.hiding = False
 
+    def restore() -> None:
+        """Put back what :func:`hide` took, as it was (a test restricted in this process)."""
+        nonlocal visible
+        data = os.environ._data  # type: ignore[attr-defined]
+        for key, value in removed.items():
+            if key not in data:
+                data[key] = value
+                os.putenv(key, value)
+        removed.clear()
+        hidden.clear()
+        visible = everything
+
     def require(key: str | bytes) -> None:
+        if guard.retired:
+            return
         name = os.fsdecode(key)
         if not visible(name) and not INHERITED_POLICY.covers(name):
             guard.deny(ENV, name)
@@ -149,6 +167,7 @@ def install(guard: Guard) -> dict[str, Handler]:
 
     hide()
     guard.on_change(hide)
+    guard.on_retire(restore)
     os.environ.__class__ = GuardedEnviron
     if os.supports_bytes_environ:
         os.environb.__class__ = GuardedEnviron

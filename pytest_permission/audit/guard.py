@@ -63,7 +63,12 @@ class Guard:
         """Every registered handler; :attr:`_live` holds those in force."""
         self._live: dict[str, Handler] = {}
         self._listeners: list[Callable[[], None]] = []
+        self._restorers: list[Callable[[], None]] = []
         self.retired = False
+        self.threads: set[int] | None = None
+        """The threads held to the policy: in the pytest process (inline isolation),
+        the thread running the test body and the threads it starts; ``None`` for
+        every thread of the process (a forked child, a Python subprocess)."""
         self.debugger = False
         """The user asked for pytest's debugger (``--pdb``, ``--trace``) on a terminal:
         its trace hooks are the user's, not the test's (see :mod:`.runtime`)."""
@@ -86,27 +91,40 @@ class Guard:
         guard.retired = True
         return guard
 
-    def activate(self, prepared: Guard) -> None:
+    def activate(self, prepared: Guard, threads: set[int] | None = None) -> None:
         """Enforce from now on what ``prepared`` (built ahead, never installed) holds.
 
         This guard keeps its own wiring (the hooks and wrappers already hold
         it) and takes everything else of ``prepared``: policy, implicit grants,
-        mode, the denial log.
+        mode. ``threads`` limits it to those threads (see :attr:`threads`).
         """
         for name, value in vars(prepared).items():
             if name not in _WIRING:
                 setattr(self, name, value)
+        self.threads = threads
+        # this test's own records: a prepared guard serves every test of its plan
+        self.denials, self.raised, self.expected, self._observed = [], {}, set(), set()
+        self.implicit = self.implicit.fresh()
         self.changed()  # before the handlers go live: what listeners do is no test's access
         self._live.update(self._handlers)
 
-    def retire(self) -> None:
+    def retire(self, *, restore: bool = False) -> None:
         """Stop enforcing: the test body is over, only its report is being made.
 
         Formatting a failure reads source files and probes paths on pytest's
-        behalf; those are not the test's accesses.
+        behalf; those are not the test's accesses. With ``restore`` (a test
+        restricted in the pytest process itself), what enforcing changed in
+        the process is put back: the hidden environment variables.
         """
         self.retired = True
         self._live.clear()
+        if restore:
+            for listener in self._restorers:
+                listener()
+
+    def on_retire(self, restorer: Callable[[], None]) -> None:
+        """Call ``restorer`` when this process stops enforcing (``retire(restore=True)``)."""
+        self._restorers.append(restorer)
 
     # -- the public face: Node's has()/drop() -------------------------------
 
@@ -193,7 +211,7 @@ class Guard:
 
     def deny(self, scope: Scope, resource: str | None, *, raised: bool = True) -> None:
         """Record a denial; raise ``AccessDenied`` unless the access was only hidden or observed."""
-        if self.retired:
+        if self.retired or not self.holds():
             return
         if self.observe:
             if (scope.permission, resource) not in self._observed:
@@ -206,6 +224,11 @@ class Guard:
             self.raised[len(self.denials) - 1] = error
             raise error
 
+    def holds(self) -> bool:
+        """Whether the calling thread is held to the policy (see :attr:`threads`)."""
+        threads = self.threads
+        return threads is None or threading.get_ident() in threads
+
     # -- the audit hook ------------------------------------------------------
 
     def _dispatcher(self) -> Callable[[str, tuple[Any, ...]], None]:
@@ -217,16 +240,17 @@ class Guard:
         cached ``open`` check.
         """
         handlers = self._live
+        holds = self.holds
 
         def dispatch(event: str, args: tuple[Any, ...]) -> None:
             handler = handlers.get(event)
-            if handler is not None:
+            if handler is not None and holds():
                 handler(args)
 
         return dispatch
 
 
-_WIRING = frozenset({"_handlers", "_live", "_listeners", "_busy", "dispatch"})
+_WIRING = frozenset({"_handlers", "_live", "_listeners", "_restorers", "_busy", "dispatch"})
 """What ties a guard to the hooks and wrappers around it: :meth:`Guard.activate` keeps it."""
 
 

@@ -123,6 +123,13 @@ class Implicit:
         """Source files the plugin reads to format a failure (its frames' files), even
         with ``implicit=False``: showing the failing line is pytest's need, not the test's."""
 
+    def fresh(self) -> Implicit:
+        """The same grants, with no source file of an earlier test's failure in them."""
+        copy = object.__new__(Implicit)
+        vars(copy).update(vars(self))
+        copy.sources = set()
+        return copy
+
     def covers(self, scope: Scope, real: str) -> bool:
         if scope is scopes.FS_WRITE:
             return paths.covered(self._write, real)

@@ -106,6 +106,37 @@ def read_by(program: str, argv: object, cwd: object = None) -> list[str]:
     ]
 
 
+def _follow_threads(guard: Guard) -> None:
+    """A thread started by a held thread is held too (see :attr:`Guard.threads`).
+
+    Only ``threading`` threads (``concurrent.futures`` and ``asyncio.to_thread``
+    use them); a bare ``_thread.start_new_thread`` from a held thread starts an
+    unheld one. Needed only where the guard holds some threads, not all.
+    """
+    start, bootstrap = threading.Thread.start, threading.Thread._bootstrap_inner  # type: ignore[attr-defined]
+
+    @functools.wraps(start)
+    def start_(self: threading.Thread) -> None:
+        if guard.threads is not None and not guard.retired and guard.holds():
+            vars(self)["_pytest_permission_held"] = guard.threads
+        start(self)
+
+    @functools.wraps(bootstrap)
+    def bootstrap_(self: threading.Thread) -> None:
+        held = vars(self).pop("_pytest_permission_held", None)
+        if held is None:
+            return bootstrap(self)  # type: ignore[no-any-return]
+        ident = threading.get_ident()
+        held.add(ident)
+        try:
+            return bootstrap(self)  # type: ignore[no-any-return]
+        finally:
+            held.discard(ident)
+
+    threading.Thread.start = start_  # type: ignore[method-assign]
+    threading.Thread._bootstrap_inner = bootstrap_  # type: ignore[attr-defined]
+
+
 def install(guard: Guard) -> dict[str, Handler]:
     def child(resource: str | None) -> None:
         guard.require(CHILD, resource)
@@ -150,6 +181,7 @@ def install(guard: Guard) -> dict[str, Handler]:
     interpreters = _interpreters()
     if interpreters is not None:
         _wrap(interpreters, "create", subinterpreter)
+    _follow_threads(guard)
     return {
         "subprocess.Popen": lambda a: start(popen_program(a), a[1], a[2]),
         "os.system": lambda a: child(executable(first_word(a[0]))),
