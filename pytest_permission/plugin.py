@@ -60,6 +60,7 @@ def _check_kernel(mode: str) -> None:
             "--permission-kernel=require (or permission_kernel = require): the kernel layer "
             "is not available here: " + "; ".join(missing)
         )
+    kernel.start(mode)
 
 
 CAN_ISOLATE = hasattr(os, "fork")

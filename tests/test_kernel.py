@@ -23,10 +23,10 @@ def test_support_reports_the_running_kernel() -> None:
     offered = kernel.support()
     assert offered.landlock >= 1
     assert offered.seccomp
-    assert offered.layers() == [f"landlock ABI {offered.landlock}", "seccomp"]
+    assert offered.layers() == [f"landlock ABI {offered.landlock}", "seccomp", "supervisor"]
 
 
-ALL_LAYERS = f"audit, landlock ABI {kernel.support().landlock}, seccomp"
+ALL_LAYERS = f"audit, landlock ABI {kernel.support().landlock}, seccomp, supervisor"
 
 
 @pytest.mark.parametrize(
@@ -133,7 +133,7 @@ def test_granted_work_runs_under_the_kernel_layer(pytester: pytest.Pytester) -> 
     result = pytester.runpytest("--permission-kernel=require")
     result.assert_outcomes(passed=5, failed=1)
     result.stdout.fnmatch_lines([
-        "*layers: audit, landlock ABI *, seccomp",
+        "*layers: audit, landlock ABI *, seccomp, supervisor",
         '>       assert "kernel layer" == "kernel lair"',
         "E       AssertionError: assert 'kernel layer' == 'kernel lair'",
         "E         - kernel lair",

@@ -53,6 +53,31 @@ def prctl(option: int, *args: int) -> int:
     return result
 
 
+Call = tuple[Any, tuple[Any, ...]]
+"""A C function and its arguments, converted ahead: what :func:`run` calls."""
+
+
+def syscall_call(number: int, *args: Any) -> Call:
+    """``syscall(number, *args)`` made ready in the pytest process, for :func:`run`."""
+    return _syscall, tuple(_arg(a) for a in (number, *args))
+
+
+def prctl_call(option: int, *args: int) -> Call:
+    """``prctl(option, *args)`` made ready in the pytest process, for :func:`run`."""
+    return _prctl, (ctypes.c_int(option), *(ctypes.c_ulong(a) for a in args))
+
+
+def run(calls: tuple[Call, ...]) -> None:
+    """Make ``calls`` in order; ``OSError`` from the first that fails.
+
+    The forked child's way to restrict itself: converting arguments there
+    would write (and so copy) pages its parent shares with it.
+    """
+    for function, args in calls:
+        if function(*args) < 0:
+            raise _error()
+
+
 def _arg(value: Any) -> Any:
     """Integers as C longs: a variadic ``int`` would leave a register's upper half unset."""
     return ctypes.c_long(value) if isinstance(value, int) else value
