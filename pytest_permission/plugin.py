@@ -20,6 +20,7 @@ import pytest
 import pytest_permission
 from pytest_permission import isolation, kernel, marker, observation, options, summary
 from pytest_permission.errors import Denial
+from pytest_permission.kernel import widening
 from pytest_permission.plan import Plan
 from pytest_permission.policy import Policy
 
@@ -34,6 +35,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", marker.MARKER_LINE)
     session = config.stash[SESSION] = options.session_settings(config)
     _check_kernel(session.kernel)
+    widening.warn_session(config, session)
     config.pluginmanager.register(isolation, "permission-isolation")
     if session.observe:  # every access is recorded: the audit replaces the denial list
         config.pluginmanager.register(
@@ -94,6 +96,7 @@ def pytest_pycollect_makeitem(
                     raise collector.CollectError(
                         f"{item.nodeid}: invalid @pytest.mark.permission: {exc}"
                     ) from None
+                widening.warn(item, mark, item.config.stash[SESSION])
     return result
 
 

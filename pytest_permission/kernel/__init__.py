@@ -46,7 +46,7 @@ if TYPE_CHECKING:
     from pytest_permission.kernel.supervisor import Supervisor
 
 __all__ = [
-    "KernelError", "KernelWarning", "Prepared", "Support", "apply", "describe", "explain",
+    "KernelError", "Prepared", "Support", "apply", "describe", "explain",
     "follow", "prepare", "start", "support", "widenings",
 ]
 
@@ -138,6 +138,9 @@ class Prepared:
     calls: tuple[tuple[object, tuple[object, ...]], ...] = ()
     """The system calls :func:`apply` makes, arguments ready, where the child has
     nothing else to do (no supervisor, no rule on its own ``/proc/self``)."""
+    strays: tuple[tuple[int, str], ...] = ()
+    """Descriptors of supervisors still serving earlier tests' processes: the child
+    closes them, so no test can answer for another's."""
 
     def close(self) -> None:
         """In the pytest process after the fork: close its copy of a ruleset made for
@@ -198,7 +201,11 @@ def prepare(
     supervisor = None
     if step.denied is not None and step.denied.supervised:
         supervisor = kernel.supervisor(plan.policy, step, read, write)
-    prepared = Prepared(kernel, step, ruleset, supervisor, kernel.calls(step, ruleset, supervisor))
+    from pytest_permission.kernel.supervisor import strays
+
+    prepared = Prepared(
+        kernel, step, ruleset, supervisor, kernel.calls(step, ruleset, supervisor), strays()
+    )
     _last[:] = [_Again(prepared, plan, read, write)] if _Again.reusable(prepared, plan) else []
     return prepared
 
@@ -237,6 +244,7 @@ class _Again:
         rules = prepared.step.rules
         return (
             prepared.supervisor is None and (rules is None or not rules.own)
+            and not prepared.strays
             and not plan.policy.grant(scopes.FS_READ).rules
             and not plan.policy.grant(scopes.FS_WRITE).rules
         )
@@ -247,12 +255,12 @@ class _Again:
         return tuple(identify(path) for path in self.unwatched)
 
     def fits(self, plan: Plan, read: Sequence[str], write: Sequence[str]) -> bool:
-        from pytest_permission.kernel import landlock, mapping
+        from pytest_permission.kernel import landlock, mapping, supervisor
 
         return (
             (plan.policy, plan.implicit, plan.kernel, read, write) == self.inputs
             and sys.path == self.sys_path and len(sys.modules) == self.modules
-            and landlock._slot_key == self.slot
+            and landlock._slot_key == self.slot and not supervisor._running
             and mapping.watch().generation() == self.generation
             and (not self.unwatched or self.identify() == self.identities)
         )
@@ -273,6 +281,10 @@ def apply(prepared: Prepared | None) -> list[str]:
     if prepared is None:
         return []
     kernel = prepared.kernel
+    if prepared.strays:
+        from pytest_permission.kernel.supervisor import close_strays
+
+        close_strays(prepared.strays)
     if prepared.calls:
         for function, args in prepared.calls:
             if function(*args) < 0:  # type: ignore[operator]
@@ -411,6 +423,8 @@ class _Kernel:
         self.mapping: Mapping = mapping.Mapping(base, extra, grants, gaps)
         if base.widened:
             import warnings
+
+            from pytest_permission.kernel.widening import KernelWarning
 
             for text in base.widened:
                 warnings.warn(KernelWarning(text), stacklevel=2)
@@ -600,10 +614,6 @@ class _Kernel:
             if not allowed and os.access(existing, mode):
                 return keyword
         return None
-
-
-class KernelWarning(UserWarning):
-    """The kernel layer allows more than a grant says (see :func:`widenings`)."""
 
 
 @functools.lru_cache(maxsize=16)

@@ -419,7 +419,7 @@ def _times(times: bytes | None) -> Change:
     def change(target: _Target) -> None:
         buffer = ctypes.create_string_buffer(times, 32) if times is not None else None
         if target.given:
-            _call(_libc.utimensat(target.fd, None, buffer, 0))
+            _call(_libc.futimens(target.fd, buffer))  # glibc's utimensat refuses a NULL path
         else:
             _call(_libc.utimensat(target.fd, b"", buffer, AT_EMPTY_PATH))
 

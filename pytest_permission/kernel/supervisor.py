@@ -252,6 +252,8 @@ class Supervisor:
         except (OSError, ValueError):
             channel.close()
             return
+        with _lock:
+            _running[self] = (listener_fd, channel.fileno())
         try:  # whatever fails here closes the listener: the child's calls then fail (ENOSYS)
             self.listener = Listener(listener_fd)
             _own_fs()
@@ -259,6 +261,8 @@ class Supervisor:
             self.namespace = os.readlink("/proc/self/ns/mnt")
             self._serve_all(listener_fd, channel)
         finally:
+            with _lock:
+                del _running[self]
             os.close(listener_fd)
             channel.close()
 
@@ -279,7 +283,7 @@ class Supervisor:
                     data = channel.recv(1 << 16) if events & select.POLLIN else b""
                     if not data:
                         poll.unregister(channel.fileno())
-                    pending = self._narrow(pending + data)
+                    pending = self._narrow(channel, pending + data)
 
     def _handover(self, channel: socket.socket) -> int:
         """The child's listener, copied here; the child may then close its own."""
@@ -299,15 +303,15 @@ class Supervisor:
         channel.settimeout(None)
         return taken
 
-    def _narrow(self, data: bytes) -> bytes:
-        """Apply every whole line the child sent (a policy after ``drop()``)."""
+    def _narrow(self, channel: socket.socket, data: bytes) -> bytes:
+        """Apply every whole line the child sent (a policy after ``drop()``), each
+        acknowledged: the child waits, so no call of its is decided on the old view."""
         *lines, rest = data.split(b"\n")
         for line in lines:
-            try:
-                described = json.loads(line)
-            except ValueError:
-                continue
-            self.view = self.view.narrowed(described)
+            with contextlib.suppress(ValueError):
+                self.view = self.view.narrowed(json.loads(line))
+            with contextlib.suppress(OSError):
+                channel.sendall(b"1")
         return rest
 
     def _serve(self) -> None:
@@ -345,6 +349,33 @@ class Supervisor:
             self.listener.reply(call, value=answer.value)
 
 
+_running: dict[Supervisor, tuple[int, int]] = {}
+"""Supervisors still serving (a previous test's processes may outlive it): their
+descriptors, which a forked child must not keep (:func:`strays`)."""
+_lock = threading.Lock()
+
+
+def strays() -> tuple[tuple[int, str], ...]:
+    """In the pytest process before a fork: the running supervisors' descriptors, each
+    with what it names, for the child to close (:func:`close_strays`)."""
+    found = []
+    with _lock:
+        for fds in _running.values():
+            for fd in fds:
+                with contextlib.suppress(OSError):
+                    found.append((fd, os.readlink(f"/proc/self/fd/{fd}")))
+    return tuple(found)
+
+
+def close_strays(found: tuple[tuple[int, str], ...]) -> None:
+    """In the child: close the descriptors :func:`strays` named, where they still name
+    the same (a supervisor may have ended between the two)."""
+    for fd, names in found:
+        with contextlib.suppress(OSError):
+            if os.readlink(f"/proc/self/fd/{fd}") == names:
+                os.close(fd)
+
+
 def handover(channel: int, listener: int) -> None:
     """In the child: hand the filter's listener to the supervisor, then close it."""
     message = json.dumps({"pid": os.getpid(), "fd": listener}).encode() + b"\n"
@@ -356,9 +387,13 @@ def handover(channel: int, listener: int) -> None:
 
 
 def report(channel: int, described: dict[str, object]) -> None:
-    """In the child, after ``drop()``: tell the supervisor the narrower policy."""
+    """In the child, after ``drop()``: tell the supervisor the narrower policy, and
+    wait until it took it."""
     with contextlib.suppress(OSError):  # the supervisor is gone: nothing it could still allow
         os.write(channel, json.dumps(described).encode() + b"\n")
+        ready, _, _ = select.select([channel], [], [], _HANDOVER_TIMEOUT)
+        if ready:
+            os.read(channel, 1)
 
 
 def _parent(pid: int) -> int:
