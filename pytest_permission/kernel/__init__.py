@@ -144,13 +144,13 @@ class Prepared:
 
     def close(self) -> None:
         """In the pytest process after the fork: close its copy of a ruleset made for
-        this test alone, and start serving the child (the supervisor's thread ends by
-        itself when no process under the filter is left)."""
+        this test alone, and leave the channel to the supervisor to the child (the
+        supervisor's thread ends by itself when no process under the filter is left)."""
         from pytest_permission.kernel import landlock
 
         landlock.release(self.ruleset)
         if self.supervisor is not None:
-            self.supervisor.start()
+            self.supervisor.forked()
 
 
 def start(mode: str) -> None:
@@ -201,6 +201,7 @@ def prepare(
     supervisor = None
     if step.denied is not None and step.denied.supervised:
         supervisor = kernel.supervisor(plan.policy, step, read, write)
+        supervisor.start()
     from pytest_permission.kernel.supervisor import strays
 
     prepared = Prepared(
@@ -286,8 +287,10 @@ def apply(prepared: Prepared | None) -> list[str]:
 
         close_strays(prepared.strays)
     if prepared.calls:
+        result = 0
         for function, args in prepared.calls:
-            if function(*args) < 0:  # type: ignore[operator]
+            result = function(*args)  # type: ignore[operator]
+            if result < 0:
                 import ctypes
 
                 number = ctypes.get_errno()
@@ -295,6 +298,8 @@ def apply(prepared: Prepared | None) -> list[str]:
                     f"the kernel layer could not be applied: [Errno {number}] "
                     f"{os.strerror(number)}"
                 )
+        if prepared.supervisor is not None:  # the last call made the filter's listener
+            kernel.hand_over(prepared.supervisor, result)
         kernel.settle(prepared)
     else:
         from pytest_permission.kernel import libc, seccomp
@@ -486,36 +491,47 @@ class _Kernel:
         if supervisor is None:
             step.program.install()
         else:
-            from pytest_permission.kernel.supervisor import handover
-
-            supervisor.parent.close()
-            self.channel = supervisor.child.detach()
             listener = step.program.install(listener=True)
             assert listener is not None
-            handover(self.channel, listener)
+            self.hand_over(supervisor, listener)
         self.denied = step.denied
+
+    def hand_over(self, supervisor: Supervisor, listener: int) -> None:
+        """In the child: give the first filter's listener to ``supervisor``, keep the
+        channel for ``drop()`` reports. ``OSError`` if the supervisor does not take it."""
+        from pytest_permission.kernel.supervisor import handover
+
+        self.channel = supervisor.child.fileno()
+        os.close(supervisor.parent.fileno())  # the pytest process's end, not the test's
+        try:
+            handover(self.channel, listener)
+        except OSError as exc:
+            raise KernelError(f"the kernel layer could not be applied: {exc}") from exc
 
     def calls(
         self, step: _Step, ruleset: int | None, supervisor: Supervisor | None
     ) -> tuple[tuple[object, tuple[object, ...]], ...]:
-        """What :meth:`take` would call for the first ``step``, arguments ready; empty
-        where it must do more (hand a listener over, add the child's own rules)."""
+        """What :meth:`take` would call for the first ``step``, arguments ready (the
+        filter's listener, if any, is the last call's result); empty where the child
+        must do more (add its own ``/proc/self`` rules)."""
         from pytest_permission.kernel import libc, seccomp
 
-        if supervisor is not None or (step.rules is not None and step.rules.own):
+        if step.rules is not None and step.rules.own:
             return ()
         found = [libc.prctl_call(seccomp.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)]
         if ruleset is not None:
             found.append(libc.syscall_call(libc.RESTRICT_SELF, ruleset, 0))
         if step.program is not None:
-            found.append(step.program.call())
+            found.append(step.program.call(listener=supervisor is not None))
         return tuple(found)
 
     def settle(self, prepared: Prepared) -> None:
         """In the child, after :meth:`calls`: note what is in force, and close the
-        ruleset descriptor (the test must not add to the one the next test reuses)."""
-        if prepared.ruleset is not None:
-            os.close(prepared.ruleset)
+        ruleset descriptors (the test must not add to the one the next test reuses)."""
+        from pytest_permission.kernel import landlock
+
+        landlock.release(prepared.ruleset)
+        landlock.seal()
         if self.landlock is not None:
             self.landlock.rules = prepared.step.rules
         self.denied = prepared.step.denied

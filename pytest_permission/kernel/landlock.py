@@ -253,11 +253,8 @@ class Landlock:
                     _add_path(ruleset, path, identity, rights & fs & mask)
             libc.syscall(libc.RESTRICT_SELF, ruleset, 0)
         finally:
-            os.close(ruleset)
-            if _slot and ruleset != _slot[0]:
-                os.close(_slot[0])
-            _slot.clear()
-            _slot_key.clear()
+            release(ruleset)
+            seal()
         self.rules = rules
 
     def _handled_net(self, rules: Rules) -> int:
@@ -273,6 +270,15 @@ def _entries(rules: Mapping[str, int], known: Mapping[str, Identity]) -> list[En
             if kept:
                 found.append(Entry(path, identity, kept))
     return found
+
+
+def seal() -> None:
+    """In the child, once restricted: close the kept ruleset (the next test may reuse
+    it, so no test may add a rule to it), and keep none from now on."""
+    if _slot:
+        os.close(_slot[0])
+    _slot.clear()
+    _slot_key.clear()
 
 
 def release(ruleset: int | None) -> None:

@@ -338,10 +338,10 @@ class Filter:
             struct.pack("=HxxxxxxQ", len(code) // 8, ctypes.addressof(self._filters)), 16
         )
 
-    def call(self) -> libc.Call:
-        """:meth:`install` (without a listener), ready for :func:`.libc.run`."""
+    def call(self, *, listener: bool = False) -> libc.Call:
+        """:meth:`install`, arguments ready (for the child: see :func:`.libc.run`)."""
         return libc.syscall_call(
-            libc.SECCOMP[libc.MACHINE], _SET_MODE_FILTER, _FILTER_FLAG_TSYNC, self._prog
+            libc.SECCOMP[libc.MACHINE], _SET_MODE_FILTER, _flags(listener), self._prog
         )
 
     def install(self, *, listener: bool = False) -> int | None:
@@ -351,9 +351,15 @@ class Filter:
         notified calls through (the caller waits for its answer, killable
         but not interrupted by signals once the supervisor has it).
         """
-        flags = _FILTER_FLAG_TSYNC
-        if listener:
-            flags |= notify.FLAG_NEW_LISTENER | notify.FLAG_TSYNC_ESRCH
-            flags |= notify.FLAG_WAIT_KILLABLE_RECV
-        result = libc.syscall(libc.SECCOMP[libc.MACHINE], _SET_MODE_FILTER, flags, self._prog)
+        result = libc.syscall(
+            libc.SECCOMP[libc.MACHINE], _SET_MODE_FILTER, _flags(listener), self._prog
+        )
         return result if listener else None
+
+
+def _flags(listener: bool) -> int:
+    flags = _FILTER_FLAG_TSYNC
+    if listener:
+        flags |= notify.FLAG_NEW_LISTENER | notify.FLAG_TSYNC_ESRCH
+        flags |= notify.FLAG_WAIT_KILLABLE_RECV
+    return flags

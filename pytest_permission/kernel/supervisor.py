@@ -37,11 +37,13 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
+import functools
 import json
 import os
 import select
 import socket
 import stat
+import struct
 import threading
 from collections.abc import Callable
 
@@ -228,26 +230,39 @@ class Supervisor:
         self.view = view
         self.handlers = handlers
         self.parent, self.child = socket.socketpair()
+        """The channel: the pytest process's end, and the child's."""
         self.listener: Listener
         self.own: dict[str, str] = {}
         self.namespace = ""
         self.thread: threading.Thread | None = None
 
     def start(self) -> None:
-        """In the pytest process, after the fork: close the child's end, serve the child."""
-        self.child.close()
+        """In the pytest process, before the fork: wait for the child's listener.
+
+        Started before the fork on purpose: after it, every page the pytest
+        process writes while the child lives is copied, and starting a thread
+        writes many. Until the child hands its listener over, the thread
+        waits in ``recv`` and holds no lock the child could inherit.
+        """
         self.thread = threading.Thread(
             target=self._run, name="pytest-permission supervisor", daemon=True
         )
         self.thread.start()
 
-    def join(self, timeout: float | None = None) -> None:
-        if self.thread is not None:
-            self.thread.join(timeout)
+    def forked(self) -> None:
+        """In the pytest process, after the fork: the child's end is the child's now (had
+        there been no fork, the thread reads the end of the channel and stops)."""
+        self.child.close()
 
     def _run(self) -> None:
+        """Get ready (most likely before the fork: see :meth:`start`), take the
+        child's listener, serve it."""
         channel = self.parent
         try:
+            _own_fs()
+            self.own, self.namespace = _identity()
+            poll = select.poll()
+            poll.register(channel.fileno(), select.POLLIN)
             listener_fd = self._handover(channel)
         except (OSError, ValueError):
             channel.close()
@@ -256,21 +271,16 @@ class Supervisor:
             _running[self] = (listener_fd, channel.fileno())
         try:  # whatever fails here closes the listener: the child's calls then fail (ENOSYS)
             self.listener = Listener(listener_fd)
-            _own_fs()
-            self.own = _status("/proc/thread-self/status")
-            self.namespace = os.readlink("/proc/self/ns/mnt")
-            self._serve_all(listener_fd, channel)
+            poll.register(listener_fd, select.POLLIN)
+            self._serve_all(poll, listener_fd, channel)
         finally:
             with _lock:
                 del _running[self]
             os.close(listener_fd)
             channel.close()
 
-    def _serve_all(self, listener_fd: int, channel: socket.socket) -> None:
+    def _serve_all(self, poll: select.poll, listener_fd: int, channel: socket.socket) -> None:
         """Answer calls and read ``drop()`` reports until no process is under the filter."""
-        poll = select.poll()
-        poll.register(listener_fd, select.POLLIN)
-        poll.register(channel.fileno(), select.POLLIN)
         pending = b""
         while True:
             for fd, events in poll.poll():
@@ -286,21 +296,17 @@ class Supervisor:
                     pending = self._narrow(channel, pending + data)
 
     def _handover(self, channel: socket.socket) -> int:
-        """The child's listener, copied here; the child may then close its own."""
-        channel.settimeout(_HANDOVER_TIMEOUT)
-        line = b""
-        while not line.endswith(b"\n"):
-            data = channel.recv(256)
-            if not data:
-                raise ValueError("the child left before handing its listener over")
-            line += data
-        message = json.loads(line)
-        pid, fd = int(message["pid"]), int(message["fd"])
-        if _parent(pid) != os.getpid():
-            raise ValueError(f"process {pid} is no child of this one")
+        """The child's listener, copied here; the child may then close its own.
+
+        The message (pid and descriptor number) is the first the child sends,
+        before any code of the test runs: trusted, unlike later ones.
+        """
+        message = channel.recv(_HANDOVER.size, socket.MSG_WAITALL)
+        if len(message) != _HANDOVER.size:
+            raise ValueError("the child left before handing its listener over")
+        pid, fd = _HANDOVER.unpack(message)
         taken = notify.take_fd(pid, fd)
         channel.sendall(b"1")
-        channel.settimeout(None)
         return taken
 
     def _narrow(self, channel: socket.socket, data: bytes) -> bytes:
@@ -378,12 +384,21 @@ def close_strays(found: tuple[tuple[int, str], ...]) -> None:
 
 def handover(channel: int, listener: int) -> None:
     """In the child: hand the filter's listener to the supervisor, then close it."""
-    message = json.dumps({"pid": os.getpid(), "fd": listener}).encode() + b"\n"
-    os.write(channel, message)
+    os.write(channel, _HANDOVER.pack(os.getpid(), listener))
     ready, _, _ = select.select([channel], [], [], _HANDOVER_TIMEOUT)
     if not ready or os.read(channel, 1) != b"1":
         raise OSError(errno.ETIMEDOUT, "the supervisor did not take the seccomp listener")
     os.close(listener)
+
+
+_HANDOVER = struct.Struct("=ii")
+"""The child's pid and its listener's descriptor number."""
+
+
+@functools.cache
+def _identity() -> tuple[dict[str, str], str]:
+    """This process's credentials and mount namespace, which a caller's must match."""
+    return _status("/proc/thread-self/status"), os.readlink("/proc/self/ns/mnt")
 
 
 def report(channel: int, described: dict[str, object]) -> None:
@@ -394,15 +409,6 @@ def report(channel: int, described: dict[str, object]) -> None:
         ready, _, _ = select.select([channel], [], [], _HANDOVER_TIMEOUT)
         if ready:
             os.read(channel, 1)
-
-
-def _parent(pid: int) -> int:
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as file:
-            fields = file.read().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return -1
-    return int(fields[1])
 
 
 def _own_fs() -> None:
