@@ -360,3 +360,30 @@ def test_bypass_module_under_each_mode(
     assert outcomes.get("passed", 0) + outcomes.get("xfailed", 0) == 32 + devices
     assert outcomes.get("passed", 0) == 32 + devices or mode == "off"
     assert outcomes.get("xfailed", 0) >= 28 + devices or mode != "off"
+
+
+def test_a_grant_the_kernel_can_only_widen_is_named_at_collection(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makepyfile('''
+        import pytest
+
+        @pytest.mark.permission(net=["*.example.com:443"])
+        def test_wildcard_host():
+            pass
+
+        @pytest.mark.permission(net=["localhost:8080"], fs_read=["/missing/settings.yaml"])
+        def test_exact():
+            pass
+    ''')
+    result = pytester.runpytest("--collect-only", "-q")
+    result.stdout.fnmatch_lines([
+        "*KernelWarning: test_*.py::test_wildcard_host: net grant '*.example.com:443': the "
+        "kernel sees addresses, not names, so C code and child programs may reach port 443 "
+        "of any address",
+    ])
+    assert "test_exact:" not in result.stdout.str()
+    off = pytester.runpytest("--collect-only", "-q", "--permission-kernel=off")
+    assert "KernelWarning" not in off.stdout.str()
+    session = pytester.runpytest("--permission", "--allow-net=*.example.com", "-q")
+    session.stdout.fnmatch_lines(["*KernelWarning: --permission: net grant '*.example.com'*"])

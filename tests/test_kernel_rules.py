@@ -231,10 +231,10 @@ def test_paths_resolve_as_the_calling_process_sees_them(tmp_path: Path) -> None:
 
 
 def test_widenings_are_named() -> None:
-    exact = Policy.from_keywords({"net": ["localhost:80"]})
-    assert kernel.widenings(exact, implicit_grants=True) == []
+    exact = Policy.from_keywords({"net": ["localhost:80", "*.example.com:443"]})
+    [wild] = kernel.widenings(exact)
+    assert "'*.example.com:443'" in wild and "port 443 of any address" in wild
     wildcard = Policy.from_keywords({"net": ["*.example.com"]})
-    [wild] = kernel.widenings(wildcard, implicit_grants=True)
-    assert "'*.example.com'" in wild and "every port of any address" in wild
-    [implicit_off] = kernel.widenings(Policy(), implicit_grants=False)
-    assert "implicit=False" in implicit_off
+    [wild] = kernel.widenings(wildcard)
+    assert "every port of any address" in wild
+    assert kernel.widenings(Policy.from_keywords({"net": ["localhost"]})) == []

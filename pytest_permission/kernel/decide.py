@@ -8,6 +8,7 @@ left to Landlock (``CONTINUE``) wherever Landlock alone already says it.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import os
 import socket
@@ -140,17 +141,23 @@ def view(
             extra=tuple(paths.resolved(paths.parse(text)) for text in extra),
         )
 
-    found = []
-    for path, rights in landlock.items():
-        real = paths.resolve(path)
-        found.append((real, rights, os.path.isdir(real)))
+    found = [(*_real(path), rights) for path, rights in landlock.items()]
     net = None
     if hosts_by_address:
         rules = tuple(r for r in policy.grant(scopes.NET).rules if not r.host.startswith(os.sep))
         named = any(r.wildcard or not _address(r.host) for r in rules)
         net = Net(rules, nameservers() if named else ())
     return View(scope_paths(scopes.FS_READ, read), scope_paths(scopes.FS_WRITE, write),
-                tuple(found), net)
+                tuple((real, rights, folder) for real, folder, rights in found), net)
+
+
+@functools.lru_cache(maxsize=4096)
+def _real(path: str) -> tuple[str, bool]:
+    """A Landlock rule's path resolved, and whether a folder: looked up once per
+    session for the implicit grants' paths, which every supervised test names.
+    A link changed since can only make the supervisor leave more to Landlock."""
+    real = paths.resolve(path)
+    return real, os.path.isdir(real)
 
 
 def nameservers(path: str = "/etc/resolv.conf") -> tuple[str, ...]:

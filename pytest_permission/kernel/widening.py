@@ -1,8 +1,8 @@
 """Where the kernel layer will allow more than a grant, said at collection.
 
 The kernel layer is as narrow as the grants almost everywhere; where it
-cannot be (a wildcard host, ``implicit=False``; see
-:func:`pytest_permission.kernel.widenings`), the test gets a
+cannot be (a wildcard host; see :func:`pytest_permission.kernel.widenings`),
+the test gets a
 :class:`KernelWarning` when it is collected, naming the grant and what
 the kernel will allow, so no widening is ever silent.
 """
@@ -35,8 +35,7 @@ def warn(item: pytest.Item, mark: pytest.Mark, session: Session) -> None:
     settings = marker.settings_for(
         mark, session=session.policy, rootdir=dummy, testdir=dummy, tmp_path=dummy
     )
-    implicit = session.implicit if settings.implicit is None else settings.implicit
-    for text in kernel.widenings(settings.policy, implicit_grants=implicit):
+    for text in kernel.widenings(settings.policy):
         item.warn(KernelWarning(f"{item.nodeid}: {text}"))
 
 
@@ -44,5 +43,5 @@ def warn_session(config: pytest.Config, session: Session) -> None:
     """At configure, under ``--permission``: the widenings of the session's own grants."""
     if not session.enforce or not active(session):
         return
-    for text in kernel.widenings(session.policy, implicit_grants=session.implicit):
+    for text in kernel.widenings(session.policy):
         config.issue_config_time_warning(KernelWarning(f"--permission: {text}"), stacklevel=2)
