@@ -34,15 +34,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from pytest_permission import paths, scopes
+from pytest_permission import scopes
 from pytest_permission.plan import Plan
 from pytest_permission.policy import Policy
 
 if TYPE_CHECKING:
     from pytest_permission.audit.guard import Guard
-    from pytest_permission.kernel.landlock import Rules
-    from pytest_permission.kernel.mapping import Mapping
-    from pytest_permission.kernel.seccomp import Denied, Filter
+    from pytest_permission.kernel.layer import Layer, Step
     from pytest_permission.kernel.supervisor import Supervisor
 
 __all__ = [
@@ -114,7 +112,7 @@ def widenings(policy: Policy) -> list[str]:
     return found
 
 
-_active: _Kernel | None = None
+_active: Layer | None = None
 
 
 @dataclass(frozen=True)
@@ -127,8 +125,8 @@ class Prepared:
     again in copied pages.
     """
 
-    kernel: _Kernel
-    step: _Step
+    kernel: Layer
+    step: Step
     ruleset: int | None
     """The Landlock ruleset descriptor, ready for ``landlock_restrict_self``."""
     supervisor: Supervisor | None
@@ -184,10 +182,13 @@ def prepare(
         raise KernelError("the kernel layer is required but " + "; ".join(offered.missing))
     if not offered.layers():
         return None
-    again = _last[0] if _last else None
+    from pytest_permission.kernel import reuse
+    from pytest_permission.kernel.layer import Layer
+
+    again = reuse.last()
     if again is not None and again.fits(plan, read, write):
         return again.prepared
-    kernel = _Kernel(offered, plan.policy, plan.implicit, read, write)
+    kernel = Layer(offered, plan.policy, plan.implicit, read, write)
     step = kernel.step(plan.policy)
     landlock = kernel.landlock
     try:
@@ -205,67 +206,8 @@ def prepare(
     prepared = Prepared(
         kernel, step, ruleset, supervisor, kernel.calls(step, ruleset, supervisor), strays()
     )
-    _last[:] = [_Again(prepared, plan, read, write)] if _Again.reusable(prepared, plan) else []
+    reuse.keep(prepared, plan, read, write)
     return prepared
-
-
-class _Again:
-    """The last test's kernel layer, for the next test if it needs the very same.
-
-    Most tests of a module share a marker; checking that the next one does
-    touches far fewer objects than making its layer anew, and in a process
-    that forks before every test each object touched costs a page fault.
-    Only for policies without file-system grants (whose rules depend on
-    which paths exist) and without a supervisor (one per child).
-    """
-
-    def __init__(
-        self, prepared: Prepared, plan: Plan, read: Sequence[str], write: Sequence[str],
-    ) -> None:
-        from pytest_permission.kernel import landlock, mapping
-
-        self.prepared = prepared
-        self.inputs = (plan.policy, plan.implicit, plan.kernel, list(read), list(write))
-        self.sys_path = list(sys.path)
-        self.modules = len(sys.modules)
-        self.slot = list(landlock._slot_key)
-        watch = mapping.watch()
-        self.generation = watch.generation()
-        rules = prepared.step.rules
-        self.unwatched = [  # a change in a watched folder changes the generation
-            path for path in (rules.paths if rules is not None else ())
-            if os.path.dirname(path) not in watch.folders
-        ]
-        self.identities = self.identify()
-
-    @staticmethod
-    def reusable(prepared: Prepared, plan: Plan) -> bool:
-        rules = prepared.step.rules
-        return (
-            prepared.supervisor is None and (rules is None or not rules.own)
-            and not prepared.strays
-            and not plan.policy.grant(scopes.FS_READ).rules
-            and not plan.policy.grant(scopes.FS_WRITE).rules
-        )
-
-    def identify(self) -> tuple[object, ...]:
-        from pytest_permission.kernel.landlock import identify
-
-        return tuple(identify(path) for path in self.unwatched)
-
-    def fits(self, plan: Plan, read: Sequence[str], write: Sequence[str]) -> bool:
-        from pytest_permission.kernel import landlock, mapping, supervisor
-
-        return (
-            (plan.policy, plan.implicit, plan.kernel, read, write) == self.inputs
-            and sys.path == self.sys_path and len(sys.modules) == self.modules
-            and landlock._slot_key == self.slot and not supervisor._running
-            and mapping.watch().generation() == self.generation
-            and (not self.unwatched or self.identify() == self.identities)
-        )
-
-
-_last: list[_Again] = []
 
 
 def apply(prepared: Prepared | None) -> list[str]:
@@ -397,271 +339,3 @@ def _os_error(error: BaseException | None) -> OSError | None:
     return None
 
 
-@dataclass(frozen=True)
-class _Step:
-    rules: Rules | None
-    denied: Denied | None
-    program: Filter | None
-
-
-class _Kernel:
-    """The kernel layer of this process: what it allows now, and how to narrow it."""
-
-    def __init__(
-        self, offered: Support, policy: Policy, implicit_grants: bool,
-        read: Sequence[str], write: Sequence[str],
-    ) -> None:
-        from pytest_permission.kernel import landlock, libc, mapping, seccomp
-
-        self.offered = offered
-        self.landlock = landlock.Landlock(offered.landlock) if offered.landlock else None
-        self.arch = seccomp.ARCHES[libc.MACHINE] if offered.seccomp else None
-        self.denied: Denied | None = None
-        self.channel: int | None = None
-        """The child's end of the supervisor's socket pair, for ``drop()`` reports."""
-        child = policy.has("child")
-        base = mapping.base(enabled=implicit_grants, net=_net(policy), child=child)
-        grants, gaps = mapping.grant_rules(policy.resolved(), child=child)
-        extra = mapping.extra_rules(read, write, child=child)
-        self.mapping: Mapping = mapping.Mapping(base, extra, grants, gaps)
-        if base.widened:
-            import warnings
-
-            from pytest_permission.kernel.widening import KernelWarning
-
-            for text in base.widened:
-                warnings.warn(KernelWarning(text), stacklevel=2)
-
-    def enforce(self, policy: Policy) -> None:
-        """Make the kernel allow no more than ``policy``: a layer or filter where it changed."""
-        self.take(self.step(policy, first=False))
-        if self.channel is not None:
-            from pytest_permission.kernel.supervisor import report
-
-            report(self.channel, policy.describe())
-
-    def step(self, policy: Policy, *, first: bool = True) -> _Step:
-        """What enforcing ``policy`` takes, computed without a system call.
-
-        The first step may hand calls to the supervisor; a later one (a
-        ``drop()``) only refuses, the supervisor narrowing with it.
-        """
-        from pytest_permission.kernel import seccomp
-
-        rules = self.rules(policy) if self.landlock is not None else None
-        if self.arch is None:
-            return _Step(rules, None, None)
-        landlock = self.landlock
-        inet = _inet(policy)
-        writable = _writable(policy, self.mapping)
-        denied = seccomp.Denied(
-            child=not policy.has("child"),
-            worker=not policy.has("worker"),
-            net=not inet,
-            tcp=landlock is not None and landlock.version >= 4
-            and rules is not None and rules.ports is not None,
-            hosts=first and inet and not policy.has("net"),
-            meta="allow" if policy.has("fs.write") else "notify" if writable else "deny",
-            paths=first and bool(self.mapping.gaps),
-        )
-        if not first:  # the first filter's notifications stand; refuse only what is all gone
-            denied = seccomp.Denied(
-                denied.child, denied.worker, denied.net, denied.tcp,
-                meta="deny" if denied.meta == "deny" else "allow",
-            )
-        return _Step(rules, denied, _filter(denied))
-
-    def take(
-        self, step: _Step, ruleset: int | None = None, supervisor: Supervisor | None = None
-    ) -> None:
-        """Make the system calls ``step`` needs: a layer or filter where it changed.
-
-        ``ruleset`` is ``step``'s Landlock ruleset if it was built ahead;
-        ``supervisor``, the one to hand the first filter's listener to.
-        """
-        landlock = self.landlock
-        if landlock is not None and step.rules is not None and step.rules != landlock.rules:
-            landlock.restrict(step.rules, ruleset)
-        if step.program is None or step.denied is None or (
-            self.denied is not None and step.denied.refusals() == self.denied.refusals()
-        ):
-            return
-        if supervisor is None:
-            step.program.install()
-        else:
-            listener = step.program.install(listener=True)
-            assert listener is not None
-            self.hand_over(supervisor, listener)
-        self.denied = step.denied
-
-    def hand_over(self, supervisor: Supervisor, listener: int) -> None:
-        """In the child: give the first filter's listener to ``supervisor``, keep the
-        channel for ``drop()`` reports. ``OSError`` if the supervisor does not take it."""
-        from pytest_permission.kernel.supervisor import handover
-
-        self.channel = supervisor.child.fileno()
-        os.close(supervisor.parent.fileno())  # the pytest process's end, not the test's
-        try:
-            handover(self.channel, listener)
-        except OSError as exc:
-            raise KernelError(f"the kernel layer could not be applied: {exc}") from exc
-
-    def calls(
-        self, step: _Step, ruleset: int | None, supervisor: Supervisor | None
-    ) -> tuple[tuple[object, tuple[object, ...]], ...]:
-        """What :meth:`take` would call for the first ``step``, arguments ready (the
-        filter's listener, if any, is the last call's result); empty where the child
-        must do more (add its own ``/proc/self`` rules)."""
-        from pytest_permission.kernel import libc, seccomp
-
-        if step.rules is not None and step.rules.own:
-            return ()
-        found = [libc.prctl_call(seccomp.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)]
-        if ruleset is not None:
-            found.append(libc.syscall_call(libc.RESTRICT_SELF, ruleset, 0))
-        if step.program is not None:
-            found.append(step.program.call(listener=supervisor is not None))
-        return tuple(found)
-
-    def settle(self, prepared: Prepared) -> None:
-        """In the child, after :meth:`calls`: note what is in force, and close the
-        ruleset descriptors (the test must not add to the one the next test reuses)."""
-        from pytest_permission.kernel import landlock
-
-        landlock.release(prepared.ruleset)
-        landlock.seal()
-        if self.landlock is not None:
-            self.landlock.rules = prepared.step.rules
-        self.denied = prepared.step.denied
-
-    def rules(self, policy: Policy) -> Rules:
-        """The Landlock layer for ``policy``: its grants' rules, the implicit ones and
-        the plugin's needs (the grants of ``policy`` must be the first layer's or fewer)."""
-        from pytest_permission.kernel.landlock import (
-            SCOPE_ABSTRACT_UNIX_SOCKET,
-            SCOPE_SIGNAL,
-            Rules,
-        )
-        from pytest_permission.kernel.mapping import own_proc
-
-        keep = [(scope.name, "*") for scope in (scopes.FS_READ, scopes.FS_WRITE)
-                if policy.grant(scope).everything]
-        if self.mapping.grants:
-            keep += [(scope.name, rule.text) for scope in (scopes.FS_READ, scopes.FS_WRITE)
-                     for rule in policy.resolved().grant(scope).rules]
-        own = self.mapping.rules(keep)
-        scoped = (0 if policy.has("child") else SCOPE_SIGNAL) | (
-            0 if policy.has("net") else SCOPE_ABSTRACT_UNIX_SOCKET
-        )
-        proc = {p: own.pop(p) for p in [p for p in own if own_proc(p)]}
-        return Rules(own, _ports(policy), scoped, proc, self.mapping.base.shared)
-
-    def supervisor(
-        self, policy: Policy, first: _Step, read: Sequence[str], write: Sequence[str]
-    ) -> Supervisor:
-        """A supervisor for ``policy``'s first filter (not started)."""
-        from pytest_permission.kernel import decide, fscalls, netcalls, seccomp
-        from pytest_permission.kernel.supervisor import Supervisor
-
-        assert self.arch is not None and first.denied is not None
-        rules = first.rules
-        view = decide.view(
-            policy, read=read, write=write,
-            landlock=rules.all() if rules is not None else {},
-            hosts_by_address=first.denied.hosts,
-        )
-        handlers = {}
-        for module, names in ((netcalls, seccomp.NET_CALLS), (fscalls, seccomp.PATH_CALLS),
-                              (fscalls, seccomp.META_CALLS)):
-            for name in names:
-                number = self.arch.calls.get(name)
-                if number is not None:
-                    handlers[number] = (name, getattr(module, "open_" if name == "open" else name))
-        return Supervisor(view, handlers)
-
-    def explain(self, error: OSError) -> str | None:
-        what = f"{type(error).__name__}: [Errno {error.errno}] {error.strerror}"
-        if error.filename is not None:
-            path = paths.normalise(os.fsdecode(error.filename))
-            keyword = self.missing_grant(path)
-            if keyword is None:
-                return None
-            return (
-                f"the kernel layer (Landlock) refused this access to {path} ({what}); "
-                f"@pytest.mark.permission({keyword}=[{path!r}]) would allow it"
-            )
-        causes = []
-        denied = self.denied
-        if error.errno == errno.EPERM and denied is not None:
-            if denied.child:
-                causes.append("starting a process (child=True)")
-            if denied.child and denied.worker:
-                causes.append("starting a thread (worker=True)")
-            if denied.net or denied.hosts:
-                causes.append("opening a network socket of this kind (net=[...])")
-        if error.errno == errno.EACCES and denied is not None:
-            if denied.net or denied.hosts:
-                causes.append("connecting, binding or sending to an address and port the "
-                              "net grants do not name (net=['host:port'])")
-            if denied.meta != "allow":
-                causes.append("changing the mode, owner, times or extended attributes of a "
-                              "file outside the write grants (fs_write=[...])")
-        if not causes:
-            return None
-        return f"the kernel layer may have refused this ({what}); it denies " + "; ".join(causes)
-
-    def missing_grant(self, path: str) -> str | None:
-        """``fs_read`` or ``fs_write``: a right Landlock withholds that the mode bits allow."""
-        from pytest_permission.kernel.landlock import READ_FILE, WRITE_FILE
-
-        rules = self.landlock.rules if self.landlock is not None else None
-        if rules is None:
-            return None
-        real = os.path.realpath(path)
-        existing = real if os.path.lexists(real) else os.path.dirname(real)
-        below = real + os.sep
-        granted = [(os.path.realpath(p).rstrip(os.sep) + os.sep, r) for p, r in rules.all().items()]
-        for keyword, right, mode in (
-            ("fs_read", READ_FILE, os.R_OK), ("fs_write", WRITE_FILE, os.W_OK)
-        ):
-            allowed = any(rights & right and below.startswith(root) for root, rights in granted)
-            if not allowed and os.access(existing, mode):
-                return keyword
-        return None
-
-
-@functools.lru_cache(maxsize=16)
-def _filter(denied: Denied) -> Filter:
-    """The BPF program for ``denied`` on this machine, made once per session."""
-    from pytest_permission.kernel import libc, seccomp
-
-    return seccomp.Filter(seccomp.program(seccomp.ARCHES[libc.MACHINE], denied))
-
-
-def _writable(policy: Policy, mapping: Mapping) -> bool:
-    """Whether anything but ``/dev/null`` is writable: metadata changes need checking."""
-    from pytest_permission.kernel.landlock import WRITE_FILE
-
-    return bool(policy.grant(scopes.FS_WRITE).rules) or any(
-        rights & WRITE_FILE for rights in mapping.extra.values()
-    )
-
-
-def _net(policy: Policy) -> bool:
-    """Whether ``net`` grants anything: the resolver's files are then implicit."""
-    return policy.has("net") or bool(policy.grant(scopes.NET).rules)
-
-
-def _inet(policy: Policy) -> bool:
-    """Whether ``net`` grants anything but Unix-socket paths."""
-    grant = policy.grant(scopes.NET)
-    return grant.everything or any(not rule.host.startswith(os.sep) for rule in grant.rules)
-
-
-def _ports(policy: Policy) -> frozenset[int] | None:
-    """TCP ports to allow; ``None`` when a grant names a host with any port."""
-    grant = policy.grant(scopes.NET)
-    hosts = [rule for rule in grant.rules if not rule.host.startswith(os.sep)]
-    if grant.everything or any(rule.port is None for rule in hosts):
-        return None
-    return frozenset(rule.port for rule in hosts if rule.port is not None)

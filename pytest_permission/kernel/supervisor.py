@@ -5,7 +5,7 @@ The seccomp filter hands some system calls to a supervisor
 read (a socket address, a path) and that Landlock cannot decide alone
 (addresses, metadata changes, write grants on single files or paths not
 made yet). The supervisor is a thread of the pytest process, one per test
-that needs it, started by :meth:`Supervisor.start` right after the fork and
+that needs it, started by :meth:`Supervisor.start` just before the fork and
 ending by itself once no process under the filter is left.
 
 Each call is answered one of three ways:
