@@ -34,6 +34,7 @@ untrusted, and only ever allowed to narrow (:meth:`.decide.View.narrowed`).
 
 from __future__ import annotations
 
+import _thread
 import contextlib
 import ctypes
 import errno
@@ -234,7 +235,6 @@ class Supervisor:
         self.listener: Listener
         self.own: dict[str, str] = {}
         self.namespace = ""
-        self.thread: threading.Thread | None = None
 
     def start(self) -> None:
         """In the pytest process, before the fork: wait for the child's listener.
@@ -244,10 +244,7 @@ class Supervisor:
         writes many. Until the child hands its listener over, the thread
         waits in ``recv`` and holds no lock the child could inherit.
         """
-        self.thread = threading.Thread(
-            target=self._run, name="pytest-permission supervisor", daemon=True
-        )
-        self.thread.start()
+        _thread.start_new_thread(self._run, ())  # not threading's: it waits for the start
 
     def forked(self) -> None:
         """In the pytest process, after the fork: the child's end is the child's now (had
