@@ -238,3 +238,19 @@ def test_widenings_are_named() -> None:
     [wild] = kernel.widenings(wildcard)
     assert "every port of any address" in wild
     assert kernel.widenings(Policy.from_keywords({"net": ["localhost"]})) == []
+
+
+def test_what_landlock_alone_allows_is_added_up_along_the_path(tmp_path: Path) -> None:
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "file").write_text("")
+    view = decide.view(
+        Policy(), read=[], write=[], hosts_by_address=False,
+        landlock={str(tmp_path): landlock.READ, str(tmp_path / "sub" / "file"): landlock.WRITE},
+    )
+    real = os.path.realpath(tmp_path)
+    assert view.landlock_allows(f"{real}/sub/other", landlock.READ_FILE)
+    assert not view.landlock_allows(f"{real}/sub/other", landlock.WRITE_FILE)
+    assert view.landlock_allows(f"{real}/sub/file", landlock.READ_FILE | landlock.WRITE_FILE)
+    assert not view.landlock_allows(f"{real}/sub/file", landlock.REMOVE_FILE)  # a file's rule
+    assert not view.landlock_allows(f"{real}/sub", landlock.MAKE_REG)
+    assert not view.landlock_allows("/etc/passwd", landlock.READ_FILE)

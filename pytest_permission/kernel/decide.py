@@ -97,8 +97,8 @@ class View:
 
     read: Paths
     write: Paths
-    landlock: tuple[tuple[str, int, bool], ...]
-    """(real path, rights, is a folder) of every Landlock rule of the first layer."""
+    landlock: Mapping[str, tuple[int, bool]]
+    """Real path -> (rights, is a folder), for every Landlock rule of the first layer."""
     net: Net | None
     """``None``: addresses are not the supervisor's to decide."""
 
@@ -115,11 +115,18 @@ class View:
         )
 
     def landlock_allows(self, real: str, rights: int) -> bool:
-        """Whether the first Landlock layer alone allows ``rights`` on ``real``."""
-        found = 0
-        for path, granted, folder in self.landlock:
-            if real == path or (folder and real.startswith(path.rstrip(os.sep) + os.sep)):
-                found |= granted if folder else granted & FILE_RIGHTS
+        """Whether the first Landlock layer alone allows ``rights`` on ``real``: the
+        rights of a rule on it and of those on the folders above it, as Landlock
+        adds them up."""
+        rules = self.landlock
+        exact = rules.get(real)
+        found = 0 if exact is None else exact[0] if exact[1] else exact[0] & FILE_RIGHTS
+        folder = real
+        while folder != os.sep:
+            folder = os.path.dirname(folder)
+            above = rules.get(folder)
+            if above is not None and above[1]:
+                found |= above[0]
         return found & rights == rights
 
 
@@ -141,14 +148,18 @@ def view(
             extra=tuple(paths.resolved(paths.parse(text)) for text in extra),
         )
 
-    found = [(*_real(path), rights) for path, rights in landlock.items()]
+    found: dict[str, tuple[int, bool]] = {}
+    for path, rights in landlock.items():
+        real, folder = _real(path)
+        before = found.get(real, (0, folder))[0]
+        found[real] = (before | rights, folder)
     net = None
     if hosts_by_address:
         rules = tuple(r for r in policy.grant(scopes.NET).rules if not r.host.startswith(os.sep))
         named = any(r.wildcard or not _address(r.host) for r in rules)
         net = Net(rules, nameservers() if named else ())
     return View(scope_paths(scopes.FS_READ, read), scope_paths(scopes.FS_WRITE, write),
-                tuple((real, rights, folder) for real, folder, rights in found), net)
+                found, net)
 
 
 @functools.lru_cache(maxsize=4096)
