@@ -132,9 +132,12 @@ def _entry(caller: Caller, dirfd: int, path: int) -> _Entry:
     return _Entry(real, folder or os.sep, name)
 
 
-def _on_behalf(caller: Caller, entry: _Entry, rights: int, action: object) -> Answer:
+def _on_behalf(
+    caller: Caller, entry: _Entry, rights: int, action: Callable[[int], None]
+) -> Answer:
     """Continue where Landlock alone allows ``rights`` on the entry's folder, or where
-    the grant does not allow writing the entry; else run ``action(folder_fd, umask)``."""
+    the grant does not allow writing the entry; else run ``action(folder_fd)`` with the
+    caller's umask."""
     if caller.view.landlock_allows(entry.folder, rights) or not caller.view.write.covers(
         entry.real
     ):
@@ -143,7 +146,6 @@ def _on_behalf(caller: Caller, entry: _Entry, rights: int, action: object) -> An
     folder = entry.open_folder()
     previous = os.umask(umask)
     try:
-        assert callable(action)
         action(folder)
     finally:
         os.umask(previous)

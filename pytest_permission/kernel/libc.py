@@ -54,28 +54,19 @@ def prctl(option: int, *args: int) -> int:
 
 
 Call = tuple[Any, tuple[Any, ...]]
-"""A C function and its arguments, converted ahead: what :func:`run` calls."""
+"""A C function and its arguments, converted in the pytest process: the forked
+child only calls it (:func:`pytest_permission.kernel.apply`), since converting
+arguments there would write, and so copy, pages its parent shares with it."""
 
 
 def syscall_call(number: int, *args: Any) -> Call:
-    """``syscall(number, *args)`` made ready in the pytest process, for :func:`run`."""
+    """``syscall(number, *args)``, made ready for the child."""
     return _syscall, tuple(_arg(a) for a in (number, *args))
 
 
 def prctl_call(option: int, *args: int) -> Call:
-    """``prctl(option, *args)`` made ready in the pytest process, for :func:`run`."""
+    """``prctl(option, *args)``, made ready for the child."""
     return _prctl, (ctypes.c_int(option), *(ctypes.c_ulong(a) for a in args))
-
-
-def run(calls: tuple[Call, ...]) -> None:
-    """Make ``calls`` in order; ``OSError`` from the first that fails.
-
-    The forked child's way to restrict itself: converting arguments there
-    would write (and so copy) pages its parent shares with it.
-    """
-    for function, args in calls:
-        if function(*args) < 0:
-            raise _error()
 
 
 def _arg(value: Any) -> Any:

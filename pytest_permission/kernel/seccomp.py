@@ -339,7 +339,7 @@ class Filter:
         )
 
     def call(self, *, listener: bool = False) -> libc.Call:
-        """:meth:`install`, arguments ready (for the child: see :func:`.libc.run`)."""
+        """:meth:`install`, arguments ready for the child (see :data:`.libc.Call`)."""
         return libc.syscall_call(
             libc.SECCOMP[libc.MACHINE], _SET_MODE_FILTER, _flags(listener), self._prog
         )
