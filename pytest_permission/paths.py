@@ -87,9 +87,25 @@ def resolve(path: str) -> str:
     """The real path: links, ``..`` after links and ``/proc/self/fd`` followed.
 
     A missing tail is kept as written, so a file about to be created resolves
-    through its existing parent.
+    through its existing parent. This process's ``/proc/<pid>`` comes back as
+    ``/proc/self`` (see :func:`own_proc`).
     """
-    return os.path.realpath(path)
+    return own_proc(os.path.realpath(path))
+
+
+def own_proc(real: str) -> str:
+    """``/proc/<pid of this process>/...`` as ``/proc/self/...``; other paths unchanged.
+
+    ``/proc/self`` names whichever process asks: a grant resolved in the
+    pytest process and a path resolved in its forked child must both mean
+    the asking process, never the pytest process's own ``/proc/<pid>``.
+    """
+    if not real.startswith("/proc/"):
+        return real
+    own = f"/proc/{os.getpid()}"
+    if real == own or real.startswith(own + os.sep):
+        return "/proc/self" + real[len(own):]
+    return real
 
 
 def resolved(rule: PathRule) -> PathRule:

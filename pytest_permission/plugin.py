@@ -21,6 +21,7 @@ import pytest_permission
 from pytest_permission import child as child_role
 from pytest_permission import isolation, kernel, marker, observation, options, recorded, summary
 from pytest_permission.errors import Denial
+from pytest_permission.kernel import widening
 from pytest_permission.plan import Plan
 from pytest_permission.policy import Policy
 
@@ -53,6 +54,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", marker.MARKER_LINE)
     session = config.stash[SESSION] = options.session_settings(config)
     _check_kernel(session.kernel)
+    widening.warn_session(config, session)
     config.pluginmanager.register(isolation, "permission-isolation")
     if session.observe:  # every access is recorded: the audit replaces the denial list
         config.pluginmanager.register(
@@ -79,6 +81,7 @@ def _check_kernel(mode: str) -> None:
             "--permission-kernel=require (or permission_kernel = require): the kernel layer "
             "is not available here: " + "; ".join(missing)
         )
+    kernel.start(mode)
 
 
 CAN_ISOLATE = hasattr(os, "fork")
@@ -115,6 +118,7 @@ def pytest_pycollect_makeitem(
                     raise collector.CollectError(
                         f"{item.nodeid}: invalid @pytest.mark.permission: {exc}"
                     ) from None
+                widening.warn(item, mark, item.config.stash[SESSION])
     return result
 
 

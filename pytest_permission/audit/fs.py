@@ -74,17 +74,17 @@ class _Resolver:
     def __call__(self, raw: str) -> str:
         head, sep, tail = raw.rpartition(os.sep)
         if not sep or tail in ("", ".", ".."):
-            return os.path.realpath(raw)
+            return paths.resolve(raw)
         folder = self.folders.get(head)
         if folder is None:
-            folder = self.folders[head] = os.path.realpath(head or os.sep)
+            folder = self.folders[head] = paths.resolve(head or os.sep)
         full = folder + tail if folder.endswith(os.sep) else folder + os.sep + tail
         try:
             if not stat.S_ISLNK(os.lstat(full).st_mode):
                 return full
         except OSError:
             return full  # missing (about to be created): kept, as realpath does
-        return os.path.realpath(full)
+        return paths.resolve(full)
 
 
 def _raw(path: object, dir_fd: int | None) -> str:

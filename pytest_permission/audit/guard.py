@@ -50,6 +50,7 @@ class Guard:
         self.implicit = Implicit(
             enabled=implicit,
             net=policy.has("net") or bool(policy.grant(scopes.NET).rules),
+            child=policy.has("child"),
             extra_read=extra_read,
             extra_write=extra_write,
         )

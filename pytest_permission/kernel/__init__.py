@@ -1,4 +1,4 @@
-"""The kernel layer (Linux): the test's policy applied by Landlock and seccomp.
+"""The kernel layer (Linux): the test's policy applied by Landlock, seccomp and a supervisor.
 
 The audit layer sees what Python code asks for; C code, ``ctypes``, private
 modules and the child processes a test may start get around it. In the
@@ -6,16 +6,22 @@ forked child, before the audit layer is installed and before any thread
 starts, :func:`apply` asks the kernel to enforce the same policy, for the
 rest of the process's life and for every process it starts:
 
-* Landlock (:mod:`.landlock`): the ``fs_read``/``fs_write`` grants, and TCP
-  ports where ``net`` names ports or nothing;
-* seccomp (:mod:`.seccomp`): ``child``, ``worker``, ``net`` by socket family,
-  and no ``io_uring``.
+* Landlock (:mod:`.landlock`, :mod:`.mapping`): the ``fs_read``/``fs_write``
+  grants and the implicit grants, and TCP ports where ``net`` names ports
+  or nothing;
+* seccomp (:mod:`.seccomp`): ``child``, ``worker``, sockets by family, no
+  ``io_uring``; and what only memory tells apart goes to
+* the supervisor (:mod:`.supervisor`), a thread of the pytest process:
+  ``net`` by address and port, ``chmod``/``chown``/``utime``/xattr writes
+  inside the write grants, and write grants on single files, missing paths
+  and wildcards, exactly.
 
-Both are coarser than the audit layer (a kernel rule names folders, not
-string prefixes, and cannot read a system call's memory) and give no
-``AccessDenied``, only ``EACCES``/``EPERM``: the audit layer stays in
-front with its precise errors, the kernel layer behind it stops what got
-past. :func:`follow` makes every ``drop()`` narrow it too.
+The rule: never wider than the marker and the implicit grants, and never
+narrower where a test's honest use needs it. What the kernel can only
+widen is named at collection (:func:`widenings`). The kernel gives no
+``AccessDenied``, only ``EACCES``/``EPERM``: the audit layer stays in front
+with its precise errors, the kernel layer behind it stops what got past.
+:func:`follow` makes every ``drop()`` narrow it too.
 """
 
 from __future__ import annotations
@@ -24,31 +30,23 @@ import errno
 import functools
 import os
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from pytest_permission import paths, scopes
-from pytest_permission.audit import implicit
+from pytest_permission import scopes
 from pytest_permission.plan import Plan
 from pytest_permission.policy import Policy
 
 if TYPE_CHECKING:
     from pytest_permission.audit.guard import Guard
-    from pytest_permission.kernel.landlock import Rules
-    from pytest_permission.kernel.seccomp import Denied, Filter
+    from pytest_permission.kernel.layer import Layer, Step
+    from pytest_permission.kernel.supervisor import Supervisor
 
 __all__ = [
-    "KernelError", "Support", "apply", "describe", "explain", "follow", "prepare", "support",
+    "KernelError", "Prepared", "Support", "apply", "describe", "explain",
+    "follow", "prepare", "start", "support", "widenings",
 ]
-
-SYSTEM_PROGRAMS = (
-    "/bin", "/sbin", "/usr", "/lib", "/lib32", "/lib64", "/libx32",
-    "/etc/ld.so.cache", "/etc/ld.so.preload", "/etc/passwd", "/etc/group", "/etc/nsswitch.conf",
-)
-"""Read and executed by the programs a test granted ``child`` starts."""
-OWN = ("/proc/self",)
-"""Read by the interpreter and the plugin about their own process."""
 
 
 class KernelError(RuntimeError):
@@ -62,13 +60,14 @@ class Support:
     landlock: int
     """Landlock's ABI version; 0 without Landlock."""
     seccomp: bool
+    """seccomp filters with user notification (the supervisor)."""
     missing: tuple[str, ...]
     """Why a layer is unavailable, one sentence each."""
 
     def layers(self) -> list[str]:
         """The names of the layers :func:`apply` would add, as the header shows them."""
         names = [f"landlock ABI {self.landlock}"] if self.landlock else []
-        return names + (["seccomp"] if self.seccomp else [])
+        return names + (["seccomp", "supervisor"] if self.seccomp else [])
 
 
 @functools.cache
@@ -93,31 +92,78 @@ def describe(mode: str) -> str:
     return names + (f" (unavailable: {'; '.join(offered.missing)})" if offered.missing else "")
 
 
-_active: _Kernel | None = None
-_code: dict[tuple[tuple[str, ...], int], list[str]] = {}
-"""The folders code is imported from, for one state of ``sys.path``/``sys.modules``."""
+def widenings(policy: Policy) -> list[str]:
+    """What the kernel layer will allow beyond the grants of ``policy``, one sentence each.
+
+    Empty for almost every policy: the kernel layer is as narrow as the
+    grants. Said at collection, so no widening is ever silent. (What the
+    plugin itself reads to report, the Python installation and the test
+    file, stays readable even with ``implicit=False``, as the tools' folders
+    do in the audit layer: the README says so, no test repeats it.)
+    """
+    found = []
+    for rule in policy.grant(scopes.NET).rules:
+        if rule.wildcard:
+            ports = "every port" if rule.port is None else f"port {rule.port}"
+            found.append(
+                f"net grant {rule.text!r}: the kernel sees addresses, not names, so C code "
+                f"and child programs may reach {ports} of any address"
+            )
+    return found
+
+
+_active: Layer | None = None
 
 
 @dataclass(frozen=True)
 class Prepared:
     """The kernel layer of one test, made in the pytest process before the fork.
 
-    Rules, the Landlock ruleset and the BPF program are built there, so the
-    child only makes the two system calls that restrict it: everything it
-    computes, it pays for again in copied pages.
+    Rules, the Landlock ruleset and the BPF program are built there (or
+    taken from the cache of earlier tests), so the child only makes the
+    system calls that restrict it: everything it computes, it pays for
+    again in copied pages.
     """
 
-    kernel: _Kernel
-    step: _Step
+    kernel: Layer
+    step: Step
     ruleset: int | None
     """The Landlock ruleset descriptor, ready for ``landlock_restrict_self``."""
+    supervisor: Supervisor | None
+    """Serves the calls the filter hands over; ``None`` where none are."""
+    calls: tuple[tuple[object, tuple[object, ...]], ...] = ()
+    """The system calls :func:`apply` makes, arguments ready, where the child has
+    nothing else to do (no supervisor, no rule on its own ``/proc/self``)."""
+    strays: tuple[tuple[int, str], ...] = ()
+    """Descriptors of supervisors still serving earlier tests' processes: the child
+    closes them, so no test can answer for another's."""
 
     def close(self) -> None:
-        """In the pytest process after the fork: close its copies of the descriptors."""
-        if self.ruleset is not None:
-            os.close(self.ruleset)
-        if self.kernel.landlock is not None:
-            self.kernel.landlock.close()
+        """In the pytest process after the fork: close its copy of a ruleset made for
+        this test alone, and leave the channel to the supervisor to the child (the
+        supervisor's thread ends by itself when no process under the filter is left)."""
+        from pytest_permission.kernel import landlock
+
+        landlock.release(self.ruleset)
+        if self.supervisor is not None:
+            self.supervisor.forked()
+
+
+def start(mode: str) -> None:
+    """Open what every test's kernel layer reuses, once, when the session starts.
+
+    Descriptors on the implicit grants' folders, one for the last ruleset
+    built, an inotify watch on the code folders: made before collection,
+    they are the pytest process's whole share of descriptors however many
+    tests run. Without this call they are made at the first restricted test.
+    """
+    if mode == "off" or not support().landlock:
+        return
+    from pytest_permission.kernel import landlock, mapping
+
+    landlock.keep(mapping.static_paths())
+    landlock.reserve()
+    mapping.watch()
 
 
 def prepare(
@@ -125,8 +171,9 @@ def prepare(
 ) -> Prepared | None:
     """What :func:`apply` will enforce for ``plan``; ``None`` where nothing applies.
 
-    ``read``/``write`` are grants (paths, ``*`` prefixes) for what the plugin
-    and the tools beside the test use on its behalf, whatever the policy.
+    ``read``/``write`` are grants (paths, ``*`` prefixes naming a folder) for
+    what the plugin and the tools beside the test use on its behalf,
+    whatever the policy.
     """
     if plan.kernel == "off":
         return None
@@ -135,35 +182,73 @@ def prepare(
         raise KernelError("the kernel layer is required but " + "; ".join(offered.missing))
     if not offered.layers():
         return None
-    kernel = _Kernel(offered, plan.implicit, read, write)
+    from pytest_permission.kernel import reuse
+    from pytest_permission.kernel.layer import Layer
+
+    again = reuse.last()
+    if again is not None and again.fits(plan, read, write):
+        return again.prepared
+    kernel = Layer(offered, plan.policy, plan.implicit, read, write)
     step = kernel.step(plan.policy)
     landlock = kernel.landlock
     try:
-        ruleset = None if landlock is None or step.rules is None else landlock.ruleset(step.rules)
+        ruleset = None
+        if landlock is not None and step.rules is not None:
+            ruleset = landlock.ruleset(step.rules, keep=True)
     except OSError as exc:
-        if landlock is not None:
-            landlock.close()
         raise KernelError(f"the kernel layer could not be prepared: {exc}") from exc
-    return Prepared(kernel, step, ruleset)
+    supervisor = None
+    if step.denied is not None and step.denied.supervised:
+        supervisor = kernel.supervisor(plan.policy, step, read, write)
+        supervisor.start()
+    from pytest_permission.kernel.supervisor import strays
+
+    prepared = Prepared(
+        kernel, step, ruleset, supervisor, kernel.calls(step, ruleset, supervisor), strays()
+    )
+    reuse.keep(prepared, plan, read, write)
+    return prepared
 
 
 def apply(prepared: Prepared | None) -> list[str]:
     """Enforce a prepared kernel layer from now on; the names of the layers added.
 
     Call it in the child, before the audit layer and before any thread:
-    Landlock restricts the calling thread and what it starts.
+    Landlock restricts the calling thread and what it starts. Usually it only
+    makes the calls made ready in the pytest process: in a forked child,
+    every object touched is a page copied.
     """
     global _active
     if prepared is None:
         return []
-    from pytest_permission.kernel import libc, seccomp
-
     kernel = prepared.kernel
-    try:
-        libc.prctl(seccomp.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
-        kernel.take(prepared.step, prepared.ruleset)
-    except OSError as exc:
-        raise KernelError(f"the kernel layer could not be applied: {exc}") from exc
+    if prepared.strays:
+        from pytest_permission.kernel.supervisor import close_strays
+
+        close_strays(prepared.strays)
+    if prepared.calls:
+        result = 0
+        for function, args in prepared.calls:
+            result = function(*args)  # type: ignore[operator]
+            if result < 0:
+                import ctypes
+
+                number = ctypes.get_errno()
+                raise KernelError(
+                    f"the kernel layer could not be applied: [Errno {number}] "
+                    f"{os.strerror(number)}"
+                )
+        if prepared.supervisor is not None:  # the last call made the filter's listener
+            kernel.hand_over(prepared.supervisor, result)
+        kernel.settle(prepared)
+    else:
+        from pytest_permission.kernel import libc, seccomp
+
+        try:
+            libc.prctl(seccomp.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
+            kernel.take(prepared.step, prepared.ruleset, prepared.supervisor)
+        except OSError as exc:
+            raise KernelError(f"the kernel layer could not be applied: {exc}") from exc
     _active = kernel
     return kernel.offered.layers()
 
@@ -207,7 +292,8 @@ def follow(guard: Guard) -> None:
                 ) from None
             raise KernelError(f"drop(): the kernel layer could not narrow: {exc}") from exc
 
-    guard.on_change(narrow)
+    exclusive = guard.exclusive(lambda _: narrow())  # its own opens are no access of the test's
+    guard.on_change(lambda: exclusive(()))
 
 
 def _socket_kind(family: int, kind: int) -> str:
@@ -253,190 +339,3 @@ def _os_error(error: BaseException | None) -> OSError | None:
     return None
 
 
-def _below(roots: Iterable[str], found: Iterable[str]) -> list[str]:
-    """``found``, without the paths below ``roots`` or below one another."""
-    kept: list[str] = []
-    covered = tuple(r.rstrip(os.sep) + os.sep for r in roots)
-    for path in sorted({paths.normalise(p) for p in found}, key=len):
-        if not (path + os.sep).startswith(covered):
-            kept.append(path)
-            covered += (path.rstrip(os.sep) + os.sep,)
-    return kept
-
-
-def _code_roots() -> list[str]:
-    """``sys.path`` and loaded packages, outside the installation: where code is imported from."""
-    key = (tuple(p for p in sys.path if isinstance(p, str)), len(sys.modules))
-    if key not in _code:
-        found = [p or os.getcwd() for p in key[0]]
-        for module in list(sys.modules.values()):
-            found += [p for p in getattr(module, "__path__", None) or () if isinstance(p, str)]
-        _code.clear()
-        _code[key] = _below(implicit.installation(), found)
-    return _code[key]
-
-
-@dataclass(frozen=True)
-class _Step:
-    rules: Rules | None
-    denied: Denied | None
-    program: Filter | None
-
-
-class _Kernel:
-    """The kernel layer of this process: what it allows now, and how to narrow it."""
-
-    def __init__(
-        self, offered: Support, implicit_grants: bool, read: Sequence[str], write: Sequence[str]
-    ) -> None:
-        from pytest_permission.kernel import landlock, libc, seccomp
-
-        self.offered = offered
-        self.landlock = landlock.Landlock(offered.landlock) if offered.landlock else None
-        self.arch = seccomp.ARCHES[libc.MACHINE] if offered.seccomp else None
-        self.denied: Denied | None = None
-        self.implicit = implicit_grants
-        self.own = [*implicit.installation(), *OWN, *_anchors(read)]
-        """Read whatever the policy: the plugin finishes the report after the test."""
-        self.own_write = _anchors(write)
-        self.code = _code_roots() if implicit_grants else []
-
-    def enforce(self, policy: Policy) -> None:
-        """Make the kernel allow no more than ``policy``: a layer or filter where it changed."""
-        self.take(self.step(policy))
-
-    def step(self, policy: Policy) -> _Step:
-        """What enforcing ``policy`` takes, computed without a system call."""
-        from pytest_permission.kernel import seccomp
-
-        rules = self.rules(policy) if self.landlock is not None else None
-        if self.arch is None:
-            return _Step(rules, None, None)
-        landlock = self.landlock
-        denied = seccomp.Denied(
-            child=not policy.has("child"),
-            worker=not policy.has("worker"),
-            net=not _inet(policy),
-            tcp=landlock is not None and landlock.version >= 4
-            and rules is not None and rules.ports is not None,
-        )
-        return _Step(rules, denied, seccomp.Filter(seccomp.program(self.arch, denied)))
-
-    def take(self, step: _Step, ruleset: int | None = None) -> None:
-        """Make the system calls ``step`` needs: a layer or filter where it changed.
-
-        ``ruleset`` is ``step``'s Landlock ruleset if it was built ahead.
-        """
-        landlock = self.landlock
-        if landlock is not None and step.rules is not None and step.rules != landlock.rules:
-            landlock.restrict(step.rules, ruleset)
-        if step.program is not None and step.denied != self.denied:
-            step.program.install()
-            self.denied = step.denied
-
-    def rules(self, policy: Policy) -> Rules:
-        """The Landlock layer for ``policy``, its implicit grants and the plugin's needs."""
-        from pytest_permission.kernel.landlock import (
-            EXECUTE,
-            READ,
-            SCOPE_ABSTRACT_UNIX_SOCKET,
-            SCOPE_SIGNAL,
-            WRITE,
-            Rules,
-            anchor,
-            merge,
-        )
-
-        child = policy.has("child")
-        read = READ | (EXECUTE if child else 0)
-        effective = policy.resolved()
-        entries: list[tuple[str, int]] = []
-        for scope, rights in ((scopes.FS_READ, read), (scopes.FS_WRITE, WRITE)):
-            grant = effective.grant(scope)
-            if grant.everything:
-                entries.append((os.sep, rights))
-            entries += [(anchor(rule.text, rule.prefix), rights) for rule in grant.rules]
-        entries += [(path, read) for path in self.own]
-        entries += [(path, WRITE) for path in self.own_write]
-        entries += [(path, READ | EXECUTE) for path in SYSTEM_PROGRAMS if child]
-        if self.implicit:
-            entries += [(path, READ) for path in implicit.system_paths(net=_net(policy))]
-            entries += [(path, READ) for path in self.code]
-            entries += [(path, READ | WRITE) for path in implicit.WRITABLE]
-        scoped = (0 if child else SCOPE_SIGNAL) | (
-            0 if policy.has("net") else SCOPE_ABSTRACT_UNIX_SOCKET
-        )
-        return Rules(merge(entries), _ports(policy), scoped)
-
-    def explain(self, error: OSError) -> str | None:
-        what = f"{type(error).__name__}: [Errno {error.errno}] {error.strerror}"
-        if error.filename is not None:
-            path = paths.normalise(os.fsdecode(error.filename))
-            keyword = self.missing_grant(path)
-            if keyword is None:
-                return None
-            return (
-                f"the kernel layer (Landlock) refused this access to {path} ({what}); "
-                f"@pytest.mark.permission({keyword}=[{path!r}]) would allow it"
-            )
-        causes = []
-        if error.errno == errno.EPERM and self.denied is not None:
-            if self.denied.child:
-                causes.append("starting a process (child=True)")
-            if self.denied.child and self.denied.worker:
-                causes.append("starting a thread (worker=True)")
-            if self.denied.net:
-                causes.append("opening a network socket (net=[...])")
-        rules = self.landlock.rules if self.landlock is not None else None
-        if error.errno == errno.EACCES and rules is not None and rules.ports is not None:
-            causes.append("TCP bind/connect on a port not granted (net=['host:port'])")
-        if not causes:
-            return None
-        return f"the kernel layer may have refused this ({what}); it denies " + "; ".join(causes)
-
-    def missing_grant(self, path: str) -> str | None:
-        """``fs_read`` or ``fs_write``: a right Landlock withholds that the mode bits allow."""
-        from pytest_permission.kernel.landlock import READ_FILE, WRITE_FILE
-
-        rules = self.landlock.rules if self.landlock is not None else None
-        if rules is None:
-            return None
-        real = os.path.realpath(path)
-        existing = real if os.path.lexists(real) else os.path.dirname(real)
-        below = real + os.sep
-        granted = [(os.path.realpath(p).rstrip(os.sep) + os.sep, r) for p, r in rules.paths.items()]
-        for keyword, right, mode in (
-            ("fs_read", READ_FILE, os.R_OK), ("fs_write", WRITE_FILE, os.W_OK)
-        ):
-            allowed = any(rights & right and below.startswith(root) for root, rights in granted)
-            if not allowed and os.access(existing, mode):
-                return keyword
-        return None
-
-
-def _anchors(grants: Sequence[str]) -> list[str]:
-    """The folders or files Landlock names for grant texts (see :func:`.landlock.anchor`)."""
-    from pytest_permission.kernel.landlock import anchor
-
-    rules = [paths.resolved(paths.parse(text)) for text in grants]
-    return [anchor(rule.text, rule.prefix) for rule in rules]
-
-
-def _net(policy: Policy) -> bool:
-    """Whether ``net`` grants anything: the resolver's files are then implicit."""
-    return policy.has("net") or bool(policy.grant(scopes.NET).rules)
-
-
-def _inet(policy: Policy) -> bool:
-    """Whether ``net`` grants anything but Unix-socket paths."""
-    grant = policy.grant(scopes.NET)
-    return grant.everything or any(not rule.host.startswith(os.sep) for rule in grant.rules)
-
-
-def _ports(policy: Policy) -> frozenset[int] | None:
-    """TCP ports to allow; ``None`` when a grant names a host with any port."""
-    grant = policy.grant(scopes.NET)
-    hosts = [rule for rule in grant.rules if not rule.host.startswith(os.sep)]
-    if grant.everything or any(rule.port is None for rule in hosts):
-        return None
-    return frozenset(rule.port for rule in hosts if rule.port is not None)

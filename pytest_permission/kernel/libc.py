@@ -53,6 +53,22 @@ def prctl(option: int, *args: int) -> int:
     return result
 
 
+Call = tuple[Any, tuple[Any, ...]]
+"""A C function and its arguments, converted in the pytest process: the forked
+child only calls it (:func:`pytest_permission.kernel.apply`), since converting
+arguments there would write, and so copy, pages its parent shares with it."""
+
+
+def syscall_call(number: int, *args: Any) -> Call:
+    """``syscall(number, *args)``, made ready for the child."""
+    return _syscall, tuple(_arg(a) for a in (number, *args))
+
+
+def prctl_call(option: int, *args: int) -> Call:
+    """``prctl(option, *args)``, made ready for the child."""
+    return _prctl, (ctypes.c_int(option), *(ctypes.c_ulong(a) for a in args))
+
+
 def _arg(value: Any) -> Any:
     """Integers as C longs: a variadic ``int`` would leave a register's upper half unset."""
     return ctypes.c_long(value) if isinstance(value, int) else value
