@@ -63,25 +63,28 @@ _PHASE_OVER = frozenset({
 
 @dataclass(frozen=True)
 class Prepared:
-    """Everything the child needs that can be computed before the fork.
+    """What a plan's children need that can be computed before the fork, once per plan.
 
     Built in the pytest process: whatever the child computes it pays for
     twice, once in work and once in the pages it copies from its parent.
+    The kernel layer is prepared per fork (:func:`pytest_permission.kernel.prepare`
+    keeps what it can reuse itself): a supervisor serves one test's processes.
     """
 
     guard: audit.Guard
-    kernel: kernel.Prepared | None
     exported: str | None
     """The policy for Python subprocesses; ``None`` in an audit (nothing to enforce)."""
+    read: tuple[str, ...]
+    write: tuple[str, ...]
+    """What the plugin and the tools beside the test use on its behalf, for the kernel layer."""
 
-    def close(self) -> None:
-        """In the parent, after the fork: close its copies of what was opened for the child."""
-        if self.kernel is not None:
-            self.kernel.close()
+    def layer(self, plan: Plan) -> kernel.Prepared | None:
+        """In the parent, right before a fork: the kernel layer of that child."""
+        return kernel.prepare(plan, read=self.read, write=self.write)
 
 
 def prepare(item: pytest.Item, plan: Plan) -> Prepared:
-    """In the parent, before the fork: the child's guard, kernel rules, exported policy.
+    """In the parent, before the fork: the child's guard, exported policy, tools' paths.
 
     The audit layer's hooks are installed here too, switched off, once per
     process (:func:`pytest_permission.audit.arm`): the child switches them on.
@@ -93,21 +96,19 @@ def prepare(item: pytest.Item, plan: Plan) -> Prepared:
         extra_read=read, extra_write=write,
     )
     exported = None if plan.observe else startup.encode(plan.policy, plan.implicit)
-    # last: it opens descriptors, which Prepared closes once it exists
-    layer = kernel.prepare(plan, read=[*read, str(item.path)], write=write)
-    return Prepared(guard, layer, exported)
+    return Prepared(guard, exported, (*read, str(item.path)), tuple(write))
 
 
 def run(
     item: pytest.Item, plan: Plan, writer: Writer, prepared: Prepared,
-    runtest: Callable[[], object],
+    layer: kernel.Prepared | None, runtest: Callable[[], object],
 ) -> None:
     """In the child: restrict the process, run the body, judge swallowed denials.
 
     Returns or raises as the body did, so pytest goes on with the call phase
     here; the next phase's first hook ends the child (:meth:`ChildRole.finish`).
     """
-    role = ChildRole(item, plan, writer, prepared)
+    role = ChildRole(item, plan, writer, prepared, layer)
     try:
         runtest()
     except BaseException as exc:
@@ -121,7 +122,10 @@ def run(
 class ChildRole:
     """Enforces a plan in the forked child and reports the call phase's outcome."""
 
-    def __init__(self, item: pytest.Item, plan: Plan, writer: Writer, prepared: Prepared) -> None:
+    def __init__(
+        self, item: pytest.Item, plan: Plan, writer: Writer, prepared: Prepared,
+        layer: kernel.Prepared | None,
+    ) -> None:
         self.item = item
         self.plan = plan
         self.writer = writer
@@ -143,7 +147,7 @@ class ChildRole:
             startup.export(prepared.exported)
         tools.prepare()
         try:  # before the audit layer, which would refuse its ctypes calls
-            kernel.apply(prepared.kernel)
+            kernel.apply(layer)
         except kernel.KernelError as exc:
             self.send({"error": str(exc)})
             os._exit(1)

@@ -162,11 +162,19 @@ def _forked(item: pytest.Item, plan: Plan, runtest: Callable[[], object]) -> Non
     for stream in (sys.stdout, sys.stderr):
         stream.flush()  # nothing buffered may be written twice
     prepared = _prepared(item, plan)
-    child, writer = fork.fork()
+    layer = prepared.layer(plan)
+    try:
+        child, writer = fork.fork()
+    except BaseException:
+        if layer is not None:
+            layer.close()
+        raise
     if child is None:
         assert writer is not None
-        child_role.run(item, plan, writer, prepared, runtest)
+        child_role.run(item, plan, writer, prepared, layer, runtest)
         return
+    if layer is not None:
+        layer.close()  # the parent's part of it; the child keeps its own
     ended = fork.wait(child, plan.timeout)
     if ended.status is None:
         item.stash[_EXITING] = child.pid
@@ -197,8 +205,6 @@ def pytest_runtest_teardown(item: pytest.Item) -> Generator[None, object, object
 
 def pytest_unconfigure(config: pytest.Config) -> None:
     fork.reap()
-    for prepared in config.stash.get(_PREPARED, {}).values():
-        prepared.close()
 
 
 def _relay(item: pytest.Item, plan: Plan, ended: Ended) -> Callable[[], None]:

@@ -23,8 +23,8 @@ from typing import Any
 
 from pytest_permission import paths
 from pytest_permission.audit.guard import Guard, Handler
+from pytest_permission.audit.implicit import PROGRAMS
 from pytest_permission.errors import hide_under_a_denial
-from pytest_permission.kernel import SYSTEM_PROGRAMS
 from pytest_permission.scopes import CHILD, WORKER
 from pytest_permission.scopes import FS_READ as READ
 
@@ -91,7 +91,7 @@ def read_by(program: str, argv: object, cwd: object = None) -> list[str]:
 
     An interpreter reads its script, ``cat`` its file; the kernel layer
     checks them all. The system's programs and files are left out: a test
-    granted ``child`` may read those (:data:`~pytest_permission.kernel.SYSTEM_PROGRAMS`).
+    granted ``child`` may read those (:data:`~pytest_permission.audit.implicit.PROGRAMS`).
     """
     base = paths.normalise(os.fsdecode(cwd)) if isinstance(cwd, (str, bytes, os.PathLike)) else None
     found = [program]
@@ -99,7 +99,7 @@ def read_by(program: str, argv: object, cwd: object = None) -> list[str]:
         for arg in argv[1:]:
             if isinstance(arg, (str, bytes, os.PathLike)) and os.fsdecode(arg)[:1] not in ("", "-"):
                 found.append(paths.normalise(os.fsdecode(arg), base))
-    system = tuple(folder + os.sep for folder in SYSTEM_PROGRAMS)
+    system = tuple(folder + os.sep for folder in PROGRAMS)
     return [
         path for path in dict.fromkeys(found)
         if os.path.isabs(path) and not (path + os.sep).startswith(system) and os.path.exists(path)
