@@ -21,8 +21,10 @@ test's objects, while enforcement is still on — and leaves with
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import sys
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -90,6 +92,7 @@ def prepare(item: pytest.Item, plan: Plan) -> Prepared:
     process (:func:`pytest_permission.audit.arm`): the child switches them on.
     """
     audit.arm()
+    tools.make_folders()
     read, write = tools.paths()
     guard = audit.guard_for(
         plan.policy, implicit=plan.implicit, observe=plan.observe,
@@ -233,6 +236,7 @@ class ChildRole:
                 encoded = encoded[:-1] + b',"coverage":' + transport.encode(
                     {"data": self.coverage.collected()}
                 ) + b"}"
+            _flush()  # os._exit flushes nothing: what the test printed must not be lost
             self.writer.send(encoded)
         except BaseException as exc:  # the plugin's own failure: say so, never hang or go on
             self.guard.retire()
@@ -294,6 +298,14 @@ def _drop_own_frames(tb: TracebackType | None) -> None:
             tb.tb_next = following.tb_next
         else:
             tb = following
+
+
+def _flush() -> None:
+    """Write out what Python buffered for the process's own streams (``-s``, ``--pdb``)."""
+    for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
+        with contextlib.suppress(Exception):
+            if stream is not None:
+                stream.flush()
 
 
 def count_failed_subtests(item: pytest.Item, add: int = 0) -> int:

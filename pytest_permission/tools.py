@@ -9,6 +9,7 @@ Coverage needs none: see :mod:`pytest_permission.coverage_relay`.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import tempfile
@@ -42,6 +43,18 @@ def restore_item_state(item: object, state: object) -> None:
         texts = isinstance(value, list) and all(isinstance(v, str) for v in value)
         if name in ITEM_STATE and (text or texts):
             setattr(item, name, value)
+
+
+def make_folders() -> None:
+    """In the pytest process, before a restricted test: the tools' folders exist.
+
+    Hypothesis makes ``.hypothesis/`` when it first saves an example; in a
+    forked child that is a folder created in the project, which the kernel
+    layer (rightly) lets no test do. Made here, the grant names a folder.
+    """
+    for folder in _hypothesis_paths()[:1]:
+        with contextlib.suppress(OSError):
+            os.makedirs(folder, exist_ok=True)
 
 
 def paths() -> tuple[list[str], list[str]]:

@@ -85,7 +85,7 @@ force, put there as the process starts (:func:`startup.propagate`)."""
 
 
 def install(guard: Guard) -> dict[str, Handler]:
-    hidden: set[str] = set()
+    hidden: set[str | bytes] = set()
     removed: dict[Any, Any] = {}
     """What hiding took out of ``os.environ``, to put back when the process stops enforcing."""
     local = threading.local()
@@ -105,6 +105,9 @@ def install(guard: Guard) -> dict[str, Handler]:
         """Remove every variable no longer granted, from Python and from C."""
         nonlocal visible
         visible = keep = shown()
+        writable.clear()
+        if not guard.retired:  # enforcing from now: the guarded mapping, in C only when needed
+            guarded(True)
         environ = os.environ
         data = environ._data  # type: ignore[attr-defined]
         for name in [n for n in environ if not keep(n)]:
@@ -112,7 +115,7 @@ def install(guard: Guard) -> dict[str, Handler]:
             if INHERITED_POLICY.covers(name):  # out of view only: children still inherit it
                 removed[key] = data.pop(key)
                 continue
-            hidden.add(name)
+            hidden.update((name, key))  # as os.environ and os.environb name it
             if guard.observe:
                 continue
             removed[key] = data.pop(key)
@@ -133,42 +136,53 @@ def install(guard: Guard) -> dict[str, Handler]:
         removed.clear()
         hidden.clear()
         visible = everything
+        guarded(False)
+
+    writable: set[str | bytes] = set()
+    """Names a write was allowed for under the policy in force (checked once)."""
 
     def require(key: str | bytes) -> None:
-        if guard.retired:
+        if key in writable or guard.retired:
             return
         name = os.fsdecode(key)
-        if not visible(name) and not INHERITED_POLICY.covers(name):
+        if visible(name) or INHERITED_POLICY.covers(name):
+            writable.add(key)
+        else:
             guard.deny(ENV, name)
 
     class GuardedEnviron(os._Environ):  # type: ignore[type-arg]
-        """``os._Environ`` that reports reads of hidden variables and refuses writes."""
+        """``os._Environ`` that reports reads of hidden variables and lists none of them.
+
+        Writes need no method here: setting and deleting call ``putenv`` and
+        ``unsetenv`` first, whose audit events :func:`on_putenv` checks.
+        """
 
         def __getitem__(self, key: Any) -> Any:
-            name = os.fsdecode(key) if isinstance(key, (str, bytes)) else None
-            if name in hidden:  # absent unless observing
-                guard.deny(ENV, name, raised=False)
+            if isinstance(key, (str, bytes)) and key in hidden:  # absent unless observing
+                guard.deny(ENV, os.fsdecode(key), raised=False)
             return super().__getitem__(key)
 
         def __iter__(self) -> Any:
-            return (key for key in super().__iter__() if os.fsdecode(key) not in hidden)
-
-        def __setitem__(self, key: Any, value: Any) -> None:
-            require(key)
-            super().__setitem__(key, value)
-
-        def __delitem__(self, key: Any) -> None:
-            require(key)
-            super().__delitem__(key)
+            return (key for key in super().__iter__() if key not in hidden)
 
     def on_putenv(args: tuple[Any, ...]) -> None:
-        if not getattr(local, "hiding", False):
-            require(args[0])
+        key = args[0]
+        if key not in writable and not getattr(local, "hiding", False):
+            require(key)
+
+    def guarded(on: bool) -> None:
+        """``os.environ`` (and ``os.environb``) checked, or the plain mapping again.
+
+        Switched off, the pytest process's mapping is the standard library's
+        own: an unrestricted test pays nothing for it.
+        """
+        cls: Any = GuardedEnviron if on else os._Environ
+        os.environ.__class__ = cls
+        if os.supports_bytes_environ:
+            os.environb.__class__ = cls
 
     hide()
     guard.on_change(hide)
     guard.on_retire(restore)
-    os.environ.__class__ = GuardedEnviron
-    if os.supports_bytes_environ:
-        os.environb.__class__ = GuardedEnviron
-    return {"os.putenv": on_putenv, "os.unsetenv": on_putenv}
+    guard.register({"os.putenv": on_putenv, "os.unsetenv": on_putenv}, exclusive=False)
+    return {}

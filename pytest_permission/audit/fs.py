@@ -162,8 +162,12 @@ def install(guard: Guard) -> dict[str, Handler]:
     open_dir_fd = _DirFd()
     in_dir_fd_open: set[int] = set()  # threads inside os.open(..., dir_fd=...)
 
+    listed: set[str | bytes] = set()
+    """Absolute folders whose listing the policy in force grants (checked once)."""
+
     def forget() -> None:
         cache.clear()
+        listed.clear()
         resolve.folders.clear()
 
     guard.on_change(forget)
@@ -221,9 +225,17 @@ def install(guard: Guard) -> dict[str, Handler]:
     guard.register({"open": on_open}, exclusive=False)
 
     def on_listing(args: tuple[Any, ...]) -> None:
+        path = "." if args[0] is None else args[0]
+        absolute_text = isinstance(path, (str, bytes)) and os.path.isabs(path)
+        if absolute_text and path in listed:
+            return
+        if guard.path_granted(READ, _raw(path, None), resolve):
+            if absolute_text:
+                listed.add(path)
+            return
         if caller_file().startswith(_IMPORT_SYSTEM):
             return  # the import system looking for modules
-        read("." if args[0] is None else args[0])
+        read(path)
 
     def changing(handler: Handler) -> Handler:
         def run(args: tuple[Any, ...]) -> None:
