@@ -798,3 +798,32 @@ def test_the_name_source_was_compiled_as_is_no_denial(enforced: Any, tmp_path: P
     assert out["snippet"] == ok("SyntaxError")
     assert out["other"] == denied(READ, tmp_path / "other-name")
     assert [d["resource"] for d in out.results["denials"]] == [str(tmp_path / "other-name")]
+
+
+def test_the_assertion_rewriters_cache_folder_is_skipped_quietly(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """pytest writes a rewritten module's bytecode through ``os.makedirs``: the first
+    frame outside the plugin is ``os``'s, the writer is further up. Skipped, never a
+    denial, a warning or (in an audit) a grant."""
+    pytester.makepyfile(
+        conftest="import pytest\npytest.register_assert_rewrite('helper')\n",
+        helper="def check(x):\n    assert x\n",
+        test_it="""
+        import pytest
+
+        @pytest.mark.permission(strict=True)
+        def test_imports_a_rewritten_helper():
+            import helper
+            helper.check(True)
+        """,
+    )
+    monkeypatch.delenv("PYTHONDONTWRITEBYTECODE", raising=False)
+    for args in ([], ["--permission-audit"]):
+        for cache in pytester.path.glob("**/__pycache__"):
+            for file in cache.iterdir():
+                file.unlink()
+            cache.rmdir()
+        result = pytester.runpytest_subprocess("-p", "no:cacheprovider", *args)
+        result.assert_outcomes(passed=1)
+        result.stdout.no_fnmatch_line("*__pycache__*")

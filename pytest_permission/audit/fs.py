@@ -53,10 +53,15 @@ def _skip_bytecode_cache(full: str) -> None:
     """
     if _PYCACHE not in full:
         return
-    caller = caller_file()
-    rewrite = sys.modules.get("_pytest.assertion.rewrite")
-    if caller.startswith(_IMPORT_SYSTEM) or caller == getattr(rewrite, "__file__", None):
-        raise PermissionError(errno.EACCES, "bytecode cache writes are skipped", full)
+    rewrite = getattr(sys.modules.get("_pytest.assertion.rewrite"), "__file__", None)
+    frame = sys._getframe(1)
+    for _ in range(12):  # the writer, through os.makedirs and the like
+        if frame is None:
+            return
+        name = frame.f_code.co_filename
+        if name.startswith(_IMPORT_SYSTEM) or name == rewrite:
+            raise PermissionError(errno.EACCES, "bytecode cache writes are skipped", full)
+        frame = frame.f_back  # type: ignore[assignment]
 
 
 class _DirFd(threading.local):
