@@ -138,7 +138,9 @@ class ChildRole:
         )
         """What pytest's ``call_and_report`` lets through: it stops the session."""
         self.sections = len(item._report_sections)
-        self.failed_subtests = count_failed_subtests(item)
+        self.subtests = "subtests" in getattr(item, "fixturenames", ())
+        """pytest 9's ``subtests`` fixture counts its failures on the config (below)."""
+        self.failed_subtests = count_failed_subtests(item) if self.subtests else 0
         self.logged: list[pytest.TestReport] = []
         self.final: pytest.TestReport | None = None
         self.raised = False
@@ -255,7 +257,9 @@ class ChildRole:
             "sections": self.item._report_sections[self.sections :],
             "user_properties": transport.plain(self.item.user_properties),
             "notes": self.notes,
-            "failed_subtests": count_failed_subtests(self.item) - self.failed_subtests,
+            "failed_subtests": (
+                count_failed_subtests(self.item) - self.failed_subtests if self.subtests else 0
+            ),
             "item_state": tools.item_state(self.item),
         }
         if stop is not None:

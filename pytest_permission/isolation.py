@@ -51,8 +51,9 @@ _FINAL = pytest.StashKey[pytest.TestReport]()
 _EXITING = pytest.StashKey[int]()
 """The child that sent its report and is exiting while the parent goes on."""
 _PREPARED = pytest.StashKey[dict[tuple[object, ...], child_role.Prepared]]()
-"""On the config: what each distinct plan's children need, made once (guard,
-Landlock ruleset, seccomp program, exported policy) and kept until the end."""
+"""On the config: what each distinct plan's tests need, made once (guard,
+exported policy, the tools' paths) and kept until the end; the kernel layer
+keeps what it can reuse itself."""
 
 REPORT_ATTRIBUTE = "permission_denials"
 """The call report's list of denial dicts: it travels with the report (to an
@@ -184,7 +185,7 @@ def _forked(item: pytest.Item, plan: Plan, runtest: Callable[[], object]) -> Non
 def _prepared(item: pytest.Item, plan: Plan) -> child_role.Prepared:
     """The plan's :class:`~pytest_permission.child.Prepared`, made on first use."""
     cache = item.config.stash.setdefault(_PREPARED, {})
-    key = (plan, str(item.path), *tools.paths()[0])
+    key = (plan, str(item.path))  # the tools' folders are known by the time tests run
     found = cache.get(key)
     if found is None:
         found = cache[key] = child_role.prepare(item, plan)

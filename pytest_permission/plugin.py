@@ -13,7 +13,7 @@ import os
 from collections.abc import Generator
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
 
@@ -178,28 +178,59 @@ def _declared_plan(item: pytest.Item, session: options.Session) -> Plan | None:
                 isolation=session.isolation,
             )
         return None
-    written = repr(mark.args) + repr(mark.kwargs)
+    return _marked_plan(item, session, mark)
+
+
+class _Read(NamedTuple):
+    """A marker, read: which per-test folders it names, and its plans by folder."""
+
+    mark: pytest.Mark
+    tmp_path: bool
+    basetemp: bool
+    plans: dict[tuple[Path, Path | None], Plan]
+
+
+_MARKS = pytest.StashKey[dict[int, _Read]]()
+"""Markers read so far, by ``id``: a module's ``pytestmark`` or a parametrized
+test's marker is parsed once, not once per test."""
+
+
+def _marked_plan(item: pytest.Item, session: options.Session, mark: pytest.Mark) -> Plan:
+    known = item.config.stash.setdefault(_MARKS, {})
+    read = known.get(id(mark))
+    if read is None or read.mark is not mark:
+        written = repr(mark.args) + repr(mark.kwargs)
+        read = known[id(mark)] = _Read(
+            mark, "{tmp_path}" in written, "{basetemp}" in written, {}
+        )
     tmp_path = basetemp = None
-    if "{tmp_path}" in written:
+    if read.tmp_path:
         tmp_path = item._request.getfixturevalue("tmp_path")  # type: ignore[attr-defined]
-    if "{basetemp}" in written:
+    if read.basetemp:
         factory = item._request.getfixturevalue("tmp_path_factory")  # type: ignore[attr-defined]
         basetemp = factory.getbasetemp()
+    testdir = Path(item.path).parent
+    found = read.plans.get((testdir, basetemp)) if tmp_path is None else None
+    if found is not None:  # a tmp_path is every test's own: never kept
+        return found
     settings = marker.settings_for(
         mark,
         session=session.inherited,
         rootdir=item.config.rootpath,
-        testdir=Path(item.path).parent,
+        testdir=testdir,
         tmp_path=tmp_path,
         basetemp=basetemp,
     )
-    return Plan(
+    plan = Plan(
         settings.policy,
         session.strict if settings.strict is None else settings.strict,
         session.implicit if settings.implicit is None else settings.implicit,
         session.timeout if settings.timeout is None else settings.timeout,
         isolation=settings.isolation or session.isolation,
     )
+    if tmp_path is None:
+        read.plans[(testdir, basetemp)] = plan
+    return plan
 
 
 class PermissionFixture:

@@ -72,7 +72,11 @@ class Policy:
 
     def __hash__(self) -> int:
         """Equal policies hash alike, so what is built for one can be kept for the next."""
-        return hash(tuple(sorted(self.grants.items())))
+        found: int | None = self.__dict__.get("_hash")
+        if found is None:
+            found = hash(tuple(sorted(self.grants.items())))
+            object.__setattr__(self, "_hash", found)  # immutable: worked out once
+        return found
 
     # -- construction -------------------------------------------------------
 
