@@ -29,7 +29,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 
@@ -111,7 +111,10 @@ def run(
     Returns or raises as the body did, so pytest goes on with the call phase
     here; the next phase's first hook ends the child (:meth:`ChildRole.finish`).
     """
-    role = ChildRole(item, plan, writer, prepared, layer)
+    try:
+        role = ChildRole(item, plan, writer, prepared, layer)
+    except BaseException as exc:  # never go on as a copy of the pytest process
+        _abandon(writer, f"it could not be restricted: {exc!r}")
     try:
         runtest()
     except BaseException as exc:
@@ -154,8 +157,7 @@ class ChildRole:
         try:  # before the audit layer, which would refuse its ctypes calls
             kernel.apply(layer)
         except kernel.KernelError as exc:
-            self.send({"error": str(exc)})
-            os._exit(1)
+            _abandon(writer, str(exc))
         self.guard = audit.install(
             plan.policy, implicit=plan.implicit, observe=plan.observe, prepared=prepared.guard
         )
@@ -242,10 +244,7 @@ class ChildRole:
             self.writer.send(encoded)
         except BaseException as exc:  # the plugin's own failure: say so, never hang or go on
             self.guard.retire()
-            try:
-                self.send({"error": f"the forked test process failed to report: {exc!r}"})
-            finally:
-                os._exit(CHILD_FAILED)
+            _abandon(self.writer, f"it failed to report: {exc!r}")
         os._exit(0)
 
     def message(self, stop: BaseException | None) -> dict[str, Any]:
@@ -284,6 +283,14 @@ class ChildRole:
 
     def send(self, message: dict[str, Any]) -> None:
         self.writer.send(transport.encode(message))
+
+
+def _abandon(writer: Writer, why: str) -> NoReturn:
+    """End a child the plugin itself failed in: say why (the test fails), run nothing more."""
+    try:
+        writer.send(transport.encode({"error": why}))
+    finally:
+        os._exit(CHILD_FAILED)
 
 
 _OWN_MODULES = frozenset({__name__, "pytest_permission.isolation"})

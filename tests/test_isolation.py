@@ -220,6 +220,58 @@ def test_crashing_child_is_a_failed_test_and_the_session_goes_on(pytester: pytes
     )
 
 
+def test_child_the_plugin_fails_to_restrict_fails_its_test_and_runs_nothing_else(
+    pytester: pytest.Pytester,
+) -> None:
+    """Before this, only a kernel error ended such a child: any other one went
+    on as a copy of the pytest process, running the rest of the session."""
+    pytester.makeconftest(
+        """
+        import os
+        from pytest_permission import audit
+
+        PARENT = os.getpid()
+        real = audit.install
+
+        def install(*args, **kwargs):
+            if os.getpid() != PARENT:
+                raise RuntimeError("no guard today")
+            return real(*args, **kwargs)
+
+        audit.install = install
+        """
+    )
+    pytester.makepyfile(
+        """
+        import os, pytest
+
+        RAN = os.path.join(os.path.dirname(__file__), "ran.log")
+
+        def log(name):
+            with open(RAN, "a") as f:
+                f.write(f"{name} {os.getpid()}\\n")
+
+        @pytest.mark.permission()
+        def test_restricted():
+            pass
+
+        def test_after():
+            log("after")
+
+        def test_last():
+            log("last")
+        """
+    )
+    result = pytester.runpytest_subprocess()
+    result.assert_outcomes(failed=1, passed=2)
+    result.stdout.fnmatch_lines(
+        ["*the forked test process *, and it could not be restricted: "
+         "RuntimeError('no guard today')*"]
+    )
+    ran = (pytester.path / "ran.log").read_text().split()
+    assert ran[::2] == ["after", "last"]
+
+
 def test_timeout_kills_a_hung_child(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(
         """
