@@ -182,6 +182,57 @@ def test_no_landlock_ruleset_reaches_the_test_body(pytester: pytest.Pytester) ->
     pytester.runpytest("--permission-kernel=require").assert_outcomes(passed=3)
 
 
+def test_tests_with_the_same_marker_share_one_layer_and_each_is_held_by_it(
+    pytester: pytest.Pytester, tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """A layer is reused by the next test that needs the very same (no grant
+    naming a path, no supervisor): it must be, and must still hold in C."""
+    pytester.makeconftest("""
+        from pytest_permission.kernel import layer
+
+        BUILT = []
+        real = layer.Layer.__init__
+
+        def counting(self, *args, **kwargs):
+            BUILT.append(1)
+            real(self, *args, **kwargs)
+
+        layer.Layer.__init__ = counting
+
+        def pytest_sessionfinish(session):
+            print(f"layers built: {len(BUILT)}")
+    """)
+    secret = tmp_path_factory.mktemp("outside") / "secret.txt"  # outside sys.path
+    secret.write_text("")
+    pytester.makepyfile(f"""
+        import ctypes, errno, os, pytest
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        SECRET = {bytes(secret)!r}
+
+        def c_open():
+            fd = libc.open(SECRET, os.O_RDONLY)
+            assert fd == -1, "the kernel layer let C code read an ungranted file"
+            return ctypes.get_errno()
+
+        @pytest.mark.parametrize("n", range(3))
+        @pytest.mark.permission(net=False, ffi=True)
+        def test_same(n):
+            assert c_open() == errno.EACCES
+
+        @pytest.mark.permission(child=True, ffi=True)
+        def test_other():
+            assert c_open() == errno.EACCES
+
+        @pytest.mark.permission(net=False, ffi=True)
+        def test_same_again():
+            assert c_open() == errno.EACCES
+    """)
+    result = pytester.runpytest("--permission-kernel=require", "-s")
+    result.assert_outcomes(passed=5)
+    result.stdout.fnmatch_lines(["*layers built: 3"])
+
+
 def test_a_kernel_refusal_in_a_failure_names_the_grant(
     pytester: pytest.Pytester, tmp_path_factory: pytest.TempPathFactory
 ) -> None:

@@ -33,7 +33,7 @@ class Reuse:
         self, prepared: Prepared, plan: Plan, read: Sequence[str], write: Sequence[str],
     ) -> None:
         self.prepared = prepared
-        self.inputs = (plan.policy, plan.implicit, plan.kernel, list(read), list(write))
+        self.inputs = (plan.policy, plan.implicit, plan.kernel, tuple(read), tuple(write))
         self.sys_path = list(sys.path)
         self.modules = len(sys.modules)
         self.slot = list(landlock._slot_key)
@@ -61,7 +61,7 @@ class Reuse:
 
     def fits(self, plan: Plan, read: Sequence[str], write: Sequence[str]) -> bool:
         return (
-            (plan.policy, plan.implicit, plan.kernel, read, write) == self.inputs
+            (plan.policy, plan.implicit, plan.kernel, tuple(read), tuple(write)) == self.inputs
             and sys.path == self.sys_path and len(sys.modules) == self.modules
             and landlock._slot_key == self.slot and not supervisor._running
             and mapping.watch().generation() == self.generation
