@@ -1,6 +1,6 @@
 """Per-test cost of isolation, as ratios to a correct minimal fork-and-report plugin.
 
-Run: ``python benchmarks/bench_isolation.py [N] [ROUNDS] [--big]`` (defaults 300, 7).
+Run: ``python benchmarks/bench_isolation.py [N] [ROUNDS] [--big] [--hugepages]`` (defaults 300, 7).
 
 In one run, with the variants interleaved ROUNDS times, it times pytest
 sessions of N trivial tests in fresh processes:
@@ -28,11 +28,18 @@ milliseconds and as a ratio to (e) measured in the same rounds.
 ``--big`` makes every session's pytest process about 150 MB (a conftest
 keeps 150 MB of Python objects alive), as a large real suite's is: fork
 costs grow with the size of the parent.
+
+``--hugepages`` adds, for (e) and the forked variants, the same session
+with glibc's allocator on transparent huge pages (:data:`HUGEPAGES`, the
+README's one-line recommendation), each measured against a plain session
+with that setting too: fewer, larger pages make fork copy fewer page-table
+entries and take fewer copy-on-write faults.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import os
 import statistics
 import subprocess
 import sys
@@ -105,16 +112,20 @@ def pytest_runtest_call(item):
 """The reference (e): ``-p minimal_fork``. It wraps ``item.runtest`` (a
 ``pytest_runtest_call`` wrapper, so the body runs once, in the child)."""
 
+HUGEPAGES = {"PYTHONMALLOC": "malloc", "GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"}
+"""Python's objects from glibc's malloc, which maps its heap with huge pages."""
+
 BIG_CONFTEST = '''
 BALLAST = [str(i) * 8 for i in range(2_400_000)]  # about 150 MB of live objects
 '''
 
 
-def session(folder: Path, *args: str) -> float:
+def session(folder: Path, *args: str, env: dict[str, str] | None = None) -> float:
     start = time.perf_counter()
     subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *args],
         cwd=folder, check=True, capture_output=True, stdin=subprocess.DEVNULL,
+        env={**os.environ, **(env or {})},
     )
     return time.perf_counter() - start
 
@@ -143,6 +154,7 @@ def main() -> None:
     }
     if FORKED:
         variants["pytest-forked"] = ("test_plain.py", "--forked")
+    huge = [name for name in variants if "inline" not in name] if "--hugepages" in sys.argv else []
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         (folder / "test_plain.py").write_text(
@@ -152,21 +164,28 @@ def main() -> None:
         (folder / "minimal_fork.py").write_text(MINIMAL_FORK)
         if big:
             (folder / "conftest.py").write_text(BIG_CONFTEST)
-        costs: dict[str, list[float]] = {name: [] for name in variants}
+        costs: dict[str, list[float]] = {
+            name: [] for name in [*variants, *(f"{name}, huge pages" for name in huge)]
+        }
         floors: list[float] = []
         for _ in range(rounds):
             plain = session(folder, "test_plain.py", "-p", "no:permission")
             for name, argv in variants.items():
                 costs[name].append((session(folder, *argv) - plain) / n)
+            if huge:
+                plain = session(folder, "test_plain.py", "-p", "no:permission", env=HUGEPAGES)
+                for name in huge:
+                    cost = session(folder, *variants[name], env=HUGEPAGES) - plain
+                    costs[f"{name}, huge pages"].append(cost / n)
             floors.append(floor(folder))
     reference = costs["(e) fork+report"]
     print(f"{n} trivial tests per session, {rounds} interleaved rounds"
           f"{', pytest process ~150 MB' if big else ''}; cost per test over plain pytest:")
-    print(f"{'':32s} {'min ms':>7s} {'x (e)':>6s}   {'median ms':>9s} {'x (e)':>6s}")
+    print(f"{'':44s} {'min ms':>7s} {'x (e)':>6s}   {'median ms':>9s} {'x (e)':>6s}")
     rows = {"(f) bare fork+pipe+waitpid": floors, **costs}
     for name, values in rows.items():
         low, mid = min(values), statistics.median(values)
-        print(f"{name:32s} {low * 1e3:7.2f} {low / min(reference):6.2f}   "
+        print(f"{name:44s} {low * 1e3:7.2f} {low / min(reference):6.2f}   "
               f"{mid * 1e3:9.2f} {mid / statistics.median(reference):6.2f}")
     print("targets: permission fork <= 1.15x (e); permission inline <= 0.1 ms over plain")
 

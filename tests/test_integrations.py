@@ -455,9 +455,9 @@ def test_python_subprocesses_inherit_the_policy(pytester: pytest.Pytester) -> No
             HERE = os.path.dirname(__file__)
             ALLOWED, SECRET = (os.path.join(HERE, n) for n in ("allowed.txt", "secret.txt"))
 
-            def run(**kwargs):
+            def run(*flags, **kwargs):
                 done = subprocess.run(
-                    [sys.executable, os.path.join(HERE, "script.py"), ALLOWED, SECRET],
+                    [sys.executable, *flags, os.path.join(HERE, "script.py"), ALLOWED, SECRET],
                     capture_output=True, text=True, **kwargs)
                 assert done.returncode == 0, done.stderr
                 return json.loads(done.stdout)
@@ -467,6 +467,12 @@ def test_python_subprocesses_inherit_the_policy(pytester: pytest.Pytester) -> No
             @pytest.mark.permission(child=True, fs_read=GRANTS)
             def test_inherits():
                 out = run()
+                assert out[ALLOWED] == "granted text"
+                assert out[SECRET] == ["ERR_ACCESS_DENIED", "FileSystemRead", SECRET]
+
+            @pytest.mark.permission(child=True, fs_read=GRANTS)
+            def test_inherits_under_bytes_warnings_as_errors():
+                out = run("-bb")  # the plugin's checks never compare bytes with str
                 assert out[ALLOWED] == "granted text"
                 assert out[SECRET] == ["ERR_ACCESS_DENIED", "FileSystemRead", SECRET]
 
@@ -503,7 +509,7 @@ def test_python_subprocesses_inherit_the_policy(pytester: pytest.Pytester) -> No
         )
     )
     result = pytester.runpytest_subprocess()
-    result.assert_outcomes(passed=4)
+    result.assert_outcomes(passed=5)
 
 
 def test_startup_hook_is_installed_with_the_package() -> None:

@@ -228,7 +228,7 @@ def test_tests_with_the_same_marker_share_one_layer_and_each_is_held_by_it(
         def test_same_again():
             assert c_open() == errno.EACCES
     """)
-    result = pytester.runpytest("--permission-kernel=require", "-s")
+    result = pytester.runpytest_subprocess("--permission-kernel=require", "-s")  # a fresh process
     result.assert_outcomes(passed=5)
     result.stdout.fnmatch_lines(["*layers built: 3"])
 

@@ -319,3 +319,84 @@ def test_honest_code_is_not_refused(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(HONEST)
     result = pytester.runpytest_subprocess("--permission-kernel=require", "-p", "no:cacheprovider")
     result.assert_outcomes(passed=10)
+
+
+WILDCARD_READ = '''
+import ctypes, errno, os, subprocess, tempfile, time
+import pytest
+
+SPOOL = {spool!r}
+
+def c_read(path):
+    libc = ctypes.CDLL(None, use_errno=True)
+    fd = libc.open(os.fsencode(path), os.O_RDONLY)
+    if fd < 0:
+        return ctypes.get_errno()
+    with os.fdopen(fd, "rb") as file:
+        return file.read()
+
+@pytest.mark.permission(
+    fs_read=[SPOOL + "/tmp*"], fs_write=[SPOOL], ffi=True, child=True
+)
+def test_files_it_makes_in_a_write_grant_read_back_through_a_wildcard():
+    with tempfile.NamedTemporaryFile("w", dir=SPOOL) as named:  # created read-write
+        named.write("python")
+        named.flush()
+        assert open(named.name).read() == "python"
+        assert c_read(named.name) == b"python"
+    done = subprocess.run(
+        ["sh", "-c", "echo child > tmp-child && cat tmp-child"], cwd=SPOOL,
+        capture_output=True, text=True,
+    )
+    assert done.stdout == "child\\n", done.stderr
+    assert c_read(os.path.join(SPOOL, "tmp-child")) == b"child\\n"
+    with open(os.path.join(SPOOL, "other"), "w") as other:  # granted: writing
+        other.write("x")
+    assert c_read(os.path.join(SPOOL, "other")) == errno.EACCES  # no read grant names it
+
+NOT_YET = SPOOL + "/later/settings.yaml"
+
+@pytest.mark.permission(fs_read=[NOT_YET], ffi=True)
+def test_a_read_grant_of_a_file_another_process_makes_meanwhile(made_meanwhile):
+    found = errno.ENOENT
+    for _ in range(500):
+        found = c_read(NOT_YET)
+        if found != errno.ENOENT:
+            break
+        time.sleep(0.01)
+    assert found == b"made meanwhile"
+    assert c_read(SPOOL + "/later/beside.yaml") == errno.EACCES
+'''
+
+
+def test_grants_covering_entries_made_during_the_test_are_honoured(
+    pytester: pytest.Pytester, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """A wildcard read grant beside a write grant (``tempfile`` in a granted
+    folder, as click's tests do) and a read grant of a file another process
+    makes meanwhile: Landlock has no rule for entries made after the test
+    starts, so the supervisor must decide them, never refuse what the marker
+    allows, never allow what it does not."""
+    spool = tmp_path_factory.mktemp("spool")  # outside the inner session's sys.path
+    pytester.makeconftest(f'''
+        import os, threading, pytest
+
+        @pytest.fixture
+        def made_meanwhile():
+            """Files made by the pytest process once the test's child runs."""
+            later = os.path.join({str(spool)!r}, "later")
+            os.makedirs(later)
+
+            def make():
+                for name in ("beside.yaml", "settings.yaml"):
+                    with open(os.path.join(later, name), "w") as file:
+                        file.write("made meanwhile")
+
+            timer = threading.Timer(0.5, make)
+            timer.start()
+            yield
+            timer.join()
+    ''')
+    pytester.makepyfile(WILDCARD_READ.format(spool=str(spool)))
+    result = pytester.runpytest("--permission-kernel=require", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=2)

@@ -113,8 +113,11 @@ def _made_up(path: object, dir_fd: int | None) -> bool:
     grant. Reading it finds no file, as without the plugin; a file of that
     name that does exist is checked like any other.
     """
-    if not isinstance(path, (str, bytes)) or path[-1:] not in (">", b">"):
-        return False  # every ordinary open: one slice, no decoding
+    if isinstance(path, str):  # never bytes against str: ``python -bb`` makes it an error
+        if not path.endswith(">"):
+            return False  # every ordinary open: one check, no decoding
+    elif not isinstance(path, bytes) or not path.endswith(b">"):
+        return False
     text = os.fsdecode(path)
     return text.startswith("<") and os.sep not in text and not os.path.lexists(_raw(path, dir_fd))
 

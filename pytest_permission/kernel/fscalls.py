@@ -97,7 +97,9 @@ def _open(caller: Caller, dirfd: int, path: int, flags: int, mode: int) -> Answe
         rights |= TRUNCATE if flags & os.O_TRUNC else 0
         alone = view.landlock_allows(real, rights)
     else:
-        alone = not flags & os.O_CREAT or view.landlock_allows(os.path.dirname(real), MAKE_REG)
+        rights = MAKE_REG | (READ_FILE if want_read else 0) | (WRITE_FILE if want_write else 0)
+        # a new file has the rights its folders give: made read-write, it needs both there
+        alone = not flags & os.O_CREAT or view.landlock_allows(os.path.dirname(real), rights)
     if alone or not _granted(caller, real, want_read, want_write):
         return Answer.CONTINUE
     umask = caller.world()

@@ -97,7 +97,13 @@ def read_rights(child: bool) -> int:
 def grant_rules(policy: Policy, *, child: bool) -> tuple[
     dict[tuple[str, str], tuple[tuple[str, int], ...]], tuple[paths.PathRule, ...]
 ]:
-    """The rules of each file-system grant of ``policy`` (resolved), and its gaps."""
+    """The rules of each file-system grant of ``policy`` (resolved), and its gaps.
+
+    A gap is a grant that covers paths its rules do not: what a write grant
+    lets the test create, remove or rename; for a read grant, the entries
+    a wildcard or a path not made yet will name. The supervisor decides
+    those calls (the same grant, read by the audit layer's rules).
+    """
     out: dict[tuple[str, str], tuple[tuple[str, int], ...]] = {}
     gaps: list[paths.PathRule] = []
     for scope, rights in ((scopes.FS_READ, read_rights(child)), (scopes.FS_WRITE, WRITE)):
@@ -107,7 +113,9 @@ def grant_rules(policy: Policy, *, child: bool) -> tuple[
         for rule in grant.rules:
             found, exact = anchors(rule)
             out[(scope.name, rule.text)] = tuple((path, rights) for path in found)
-            if not exact and scope is scopes.FS_WRITE:
+            # reading needs no folder rights: an existing file is all a plain grant names
+            read_said = rule.prefix is None and bool(found)
+            if not exact and (scope is scopes.FS_WRITE or not read_said):
                 gaps.append(rule)
     return out, tuple(gaps)
 
