@@ -2,10 +2,13 @@
 
 Run: ``python benchmarks/bench_audit.py [SCALE] [ROUNDS]`` (defaults 1, 7).
 
-Each workload loop runs in a fresh process in three modes, the modes
+Each workload loop runs in a fresh process in four modes, the modes
 interleaved ROUNDS times (alternating which goes first):
 
 * ``plain``: no audit layer;
+* ``any hook``: one Python audit hook that does nothing
+  (``sys.addaudithook(lambda event, args: None)``): the floor for any audit
+  layer written in Python, as CPython calls it for every event;
 * ``dormant``: the audit layer's hooks and wrappers in place, switched off
   (``audit.arm()``), as the pytest process has them after its first
   restricted test: the cost an unrestricted test pays;
@@ -22,7 +25,7 @@ on every call (so any Python audit hook costs them a call).
 Each process measures its own CPU time (user + system, so waiting for a
 shared CPU does not count) over five slices of its loop and keeps the
 fastest. The script prints, per workload, the median over the rounds of
-the ratios dormant/plain and enforced/plain, and the per-iteration cost in
+the ratios of each mode to plain, and the per-iteration cost in
 microseconds of each mode. Only ratios measured together mean anything on
 a shared machine. Targets: open/read enforced <= 1.10x; environ writes and
 listdir enforced <= 1.2x; every workload dormant <= 1.02x.
@@ -54,7 +57,9 @@ WORKER = """
 import importlib, json, os, sys, time
 mode, n, folder, tag = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
 sys.path.insert(0, os.path.join(folder, "mods"))
-if mode != "plain":
+if mode == "any hook":
+    sys.addaudithook(lambda event, args: None)
+elif mode != "plain":
     from pytest_permission import Policy, audit
     if mode == "dormant":
         audit.arm()
@@ -71,7 +76,8 @@ for chunk in range(5):  # best of five: the least disturbed slice
 print(best / (n // 5))
 """
 
-MODES = ("plain", "dormant", "enforced")
+MODES = ("plain", "any hook", "dormant", "enforced")
+MEASURED = MODES[1:]
 
 
 def timed(body: str, mode: str, n: int, folder: Path, tag: str) -> float:
@@ -98,8 +104,8 @@ def main() -> None:
         folder = Path(tmp)
         (folder / "data.txt").write_bytes(b"x" * 256)
         (folder / "mods").mkdir()
-        header = f"{'workload':22s} {'dormant':>8s} {'enforced':>9s}"
-        print(f"{header}   us/iteration plain, dormant, enforced")
+        header = f"{'workload':22s} {'any hook':>9s} {'dormant':>8s} {'enforced':>9s}"
+        print(f"{header}   us/iteration: {', '.join(MODES)}")
         for name, (count, body) in WORKLOADS.items():
             n = max(5, int(count * scale))
             times: dict[str, list[float]] = {mode: [] for mode in MODES}
@@ -113,10 +119,11 @@ def main() -> None:
             plain = times["plain"]
             ratio = {
                 mode: statistics.median(t / p for t, p in zip(times[mode], plain, strict=True))
-                for mode in ("dormant", "enforced")
+                for mode in MEASURED
             }
             per = ", ".join(f"{statistics.median(times[m]) * 1e6:.2f}" for m in MODES)
-            print(f"{name:22s} {ratio['dormant']:7.3f}x {ratio['enforced']:8.3f}x   {per}")
+            print(f"{name:22s} {ratio['any hook']:8.3f}x {ratio['dormant']:7.3f}x "
+                  f"{ratio['enforced']:8.3f}x   {per}")
     print("targets: open/read enforced <= 1.10x; environ writes, listdir enforced <= 1.2x;"
           " dormant <= 1.02x everywhere")
 
