@@ -93,26 +93,42 @@ def install(guard: Guard) -> dict[str, Handler]:
     visible = everything
     """Which variables the policy in force leaves visible: made once per policy change."""
 
-    def shown() -> Callable[[str], bool]:
+    known: dict[tuple[object, bool], tuple[Callable[[str], bool], list[Any], list[Any]]] = {}
+    """Per ``env`` grant: its predicate, and the names it hid from the environment's
+    keys as they were (inline, every test of a plan hides the same names)."""
+
+    def shown(keys: list[Any]) -> tuple[Callable[[str], bool], list[Any]]:
+        """Which names stay visible, and which of ``keys`` (``os.environ``'s) do not:
+        ``(name, key, inherited)``, the plugin's own variable being the one inherited."""
         grant = guard.effective.grant(ENV)
-        if grant.everything:
-            return everything
-        return NameRule.any_covers((
+        key = (grant, guard.implicit.enabled)
+        found = known.get(key)
+        if found is not None and found[1] == keys:
+            return found[0], found[2]
+        keep = everything if grant.everything else NameRule.any_covers((
             *grant.rules, PYTEST_OWN, *(IMPLICIT if guard.implicit.enabled else ()),
         ))
+        decode = os.environ.decodekey
+        names = [
+            (name, key, INHERITED_POLICY.covers(name))
+            for key, name in zip(keys, map(decode, keys), strict=True) if not keep(name)
+        ]
+        if len(known) > 16:
+            known.clear()
+        known[key] = (keep, keys, names)
+        return keep, names
 
     def hide() -> None:
         """Remove every variable no longer granted, from Python and from C."""
         nonlocal visible
-        visible = keep = shown()
+        environ = os.environ
+        data = environ._data  # type: ignore[attr-defined]
+        visible, names = shown(list(data))
         writable.clear()
         if not guard.retired:  # enforcing from now: the guarded mapping, in C only when needed
             guarded(True)
-        environ = os.environ
-        data = environ._data  # type: ignore[attr-defined]
-        for name in [n for n in environ if not keep(n)]:
-            key = environ.encodekey(name)
-            if INHERITED_POLICY.covers(name):  # out of view only: children still inherit it
+        for name, key, inherited in names:
+            if inherited:  # out of view only: children still inherit it
                 removed[key] = data.pop(key)
                 continue
             hidden.update((name, key))  # as os.environ and os.environb name it
