@@ -229,6 +229,33 @@ def test_baseline_under_xdist_records_the_same_file_and_catches_the_change(
          "*bad.json: not a version 1 permission baseline*"),
         (["--permission-baseline=bad.json"], '{"version": 1, "tests": []}',
          "*bad.json: 'tests' must map node ids to grants*"),
+        (["--permission-baseline-enforce"], None,
+         "*--permission-baseline-enforce needs --permission-baseline=FILE*"),
+        (["--permission-baseline=bad.json", "--permission-baseline-enforce",
+          "--permission-baseline-update"], "{}",
+         "*--permission-baseline-enforce restricts every test, --permission-baseline-update "
+         "enforces nothing and records what tests use: give one of them*"),
+        (["--permission-baseline=bad.json", "--permission-baseline-enforce",
+          "--permission-audit"], "{}",
+         "*--permission-baseline-enforce restricts every test, --permission-audit enforces "
+         "nothing*"),
+        (["--permission-baseline=bad.json", "--permission-baseline-enforce",
+          "--permission-audit-json=a.json"], "{}",
+         "*--permission-baseline-enforce restricts every test, --permission-audit-json*"),
+        (["--permission-baseline=none.json", "--permission-baseline-enforce"], None,
+         "*--permission-baseline: *none.json does not exist; record it first with "
+         "--permission-baseline-update*"),
+        (["--permission-baseline=bad.json", "--permission-baseline-enforce"],
+         '{"version": 1, "tests": {"t.py::test_x": {"fs_reed": ["/x"]}}}',
+         "*--permission-baseline: *bad.json: the entry of t.py::test_x: unknown keyword "
+         "'fs_reed' (did you mean 'fs_read'?)*"),
+        (["--permission-baseline=bad.json", "--permission-baseline-enforce"],
+         '{"version": 1, "tests": {"t.py::test_x": {"child": ["yes"]}}}',
+         "*bad.json: the entry of t.py::test_x: child=[[]'yes'] is not valid*"),
+        (["--permission-baseline=bad.json"],  # checking validates the entries too
+         '{"version": 1, "tests": {"t.py::test_x": {"fs_read": ["{nowhere}/x"]}}}',
+         "*bad.json: the entry of t.py::test_x: fs_read entry '{nowhere}/x' has an unknown "
+         "placeholder*"),
     ],
 )
 def test_usage_errors(

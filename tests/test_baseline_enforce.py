@@ -280,49 +280,6 @@ def test_entries_naming_fixture_folders_and_home_are_enforced(
     enforce(pytester).assert_outcomes(passed=2, failed=1)
 
 
-@pytest.mark.parametrize(
-    ("args", "content", "message"),
-    [
-        (["--permission-baseline-enforce"], None,
-         "*--permission-baseline-enforce needs --permission-baseline=FILE*"),
-        (["--permission-baseline=perm.json", "--permission-baseline-enforce",
-          "--permission-baseline-update"], "{}",
-         "*--permission-baseline-enforce restricts every test, --permission-baseline-update "
-         "enforces nothing and records what tests use: give one of them*"),
-        (["--permission-baseline=perm.json", "--permission-baseline-enforce",
-          "--permission-audit"], "{}",
-         "*--permission-baseline-enforce restricts every test, --permission-audit enforces "
-         "nothing*"),
-        (["--permission-baseline=perm.json", "--permission-baseline-enforce",
-          "--permission-audit-json=a.json"], "{}",
-         "*--permission-baseline-enforce restricts every test, --permission-audit-json*"),
-        (["--permission-baseline=none.json", "--permission-baseline-enforce"], None,
-         "*--permission-baseline: *none.json does not exist; record it first with "
-         "--permission-baseline-update*"),
-        (["--permission-baseline=perm.json", "--permission-baseline-enforce"],
-         '{"version": 1, "tests": {"t.py::test_x": {"fs_reed": ["/x"]}}}',
-         "*--permission-baseline: *perm.json: the entry of t.py::test_x: unknown keyword "
-         "'fs_reed' (did you mean 'fs_read'?)*"),
-        (["--permission-baseline=perm.json", "--permission-baseline-enforce"],
-         '{"version": 1, "tests": {"t.py::test_x": {"child": ["yes"]}}}',
-         "*perm.json: the entry of t.py::test_x: child=[[]'yes'] is not valid*"),
-        (["--permission-baseline=perm.json"],  # checking validates the entries too
-         '{"version": 1, "tests": {"t.py::test_x": {"fs_read": ["{nowhere}/x"]}}}',
-         "*perm.json: the entry of t.py::test_x: fs_read entry '{nowhere}/x' has an unknown "
-         "placeholder*"),
-    ],
-)
-def test_usage_errors(
-    pytester: pytest.Pytester, args: list[str], content: str | None, message: str
-) -> None:
-    pytester.makepyfile("def test_x():\n    pass\n")
-    if content is not None:
-        (pytester.path / "perm.json").write_text(content)
-    result = pytester.runpytest_subprocess(*args)
-    assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines([message])
-
-
 @pytest.mark.parametrize("workers", [[], ["-n", "2"]], ids=["serial", "xdist"])
 def test_the_parity_probe_recorded_checked_and_enforced_reports_as_without_the_plugin(
     pytester: pytest.Pytester, workers: list[str]
