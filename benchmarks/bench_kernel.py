@@ -7,9 +7,10 @@ Run: ``python benchmarks/bench_kernel.py [N_TESTS] [N_CALLS] [ROUNDS]``
    one pytest session of N_TESTS trivial restricted tests per marker, where
    every other test runs with the kernel layer off (``kernel.prepare`` made
    to return nothing for it), so both halves share the session, the heap and
-   the machine's load. Each test's call phase (preparing, forking, applying
-   the layers, the body, the report, reaping) is timed in the pytest
-   process: wall time, and CPU time of the pytest process and its children.
+   the machine's load. Each test's whole run (setup; the call: preparing,
+   forking, applying the layers, the body, the report; teardown, where the
+   child is reaped) is timed in the pytest process only: wall time, and CPU
+   time of the pytest process and its reaped children.
    Three markers: none granted (Landlock and seccomp alone), a write grant
    (a supervisor thread serves ``chmod`` and the like), a host grant (the
    supervisor decides sockets by address).
@@ -53,7 +54,9 @@ def prepare(plan, **kwargs):
 kernel.prepare = prepare
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
-def pytest_runtest_call(item):
+def pytest_runtest_protocol(item, nextitem):
+    """The whole test, in the pytest process: setup, the forked call, teardown
+    (where the child is reaped, so its CPU time is counted)."""
     os.environ["BENCH_TEST"] = item.name
     before = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF), \\
         resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -239,7 +242,7 @@ def report(
     tests: int, n: int, rounds: int,
 ) -> None:
     print(f"per restricted test: {tests} tests per marker, half with the kernel layer off, "
-          f"{rounds} sessions (medians of each test's call phase)")
+          f"{rounds} sessions (medians of each test's whole run)")
     for kind in MARKERS:
         for measure, column in (("wall", 2), ("cpu", 3)):
             on, off = (
