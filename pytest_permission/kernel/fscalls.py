@@ -90,8 +90,11 @@ def _open(caller: Caller, dirfd: int, path: int, flags: int, mode: int) -> Answe
     real = caller.locate(dirfd, caller.string(path), follow=not flags & os.O_NOFOLLOW)
     want_read, want_write = needs(flags)
     view = caller.view
-    if os.path.lexists(real):
-        folder = os.path.isdir(real)
+    exists = os.path.lexists(real)
+    if exists or not flags & os.O_CREAT:
+        # absent now, a path may still appear before the kernel opens it: decide as for
+        # a file there, and open it on the caller's behalf (ENOENT if still absent)
+        folder = exists and os.path.isdir(real)
         rights = (READ_DIR if folder else READ_FILE) if want_read else 0
         rights |= WRITE_FILE if flags & os.O_ACCMODE in (os.O_WRONLY, os.O_RDWR) else 0
         rights |= TRUNCATE if flags & os.O_TRUNC else 0
@@ -99,7 +102,7 @@ def _open(caller: Caller, dirfd: int, path: int, flags: int, mode: int) -> Answe
     else:
         rights = MAKE_REG | (READ_FILE if want_read else 0) | (WRITE_FILE if want_write else 0)
         # a new file has the rights its folders give: made read-write, it needs both there
-        alone = not flags & os.O_CREAT or view.landlock_allows(os.path.dirname(real), rights)
+        alone = view.landlock_allows(os.path.dirname(real), rights)
     if alone or not _granted(caller, real, want_read, want_write):
         return Answer.CONTINUE
     umask = caller.world()
