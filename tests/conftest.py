@@ -7,8 +7,10 @@ each ``attempt(...)`` in the snippet observed.
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
+import pkgutil
 import subprocess
 import sys
 import textwrap
@@ -18,7 +20,16 @@ from typing import Any
 
 import pytest
 
+import pytest_permission
+
 pytest_plugins = ["pytester"]
+
+for _module in pkgutil.walk_packages(pytest_permission.__path__, "pytest_permission."):
+    # Every module of the plugin, imported before any in-process inner session:
+    # pytester puts sys.modules back after each one, so a module first imported
+    # inside one would be imported anew after it, a second copy beside the
+    # objects the first left running (a supervisor thread, a kept kernel layer).
+    importlib.import_module(_module.name)
 
 PRELUDE = '''
 import json, sys

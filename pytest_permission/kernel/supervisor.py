@@ -75,13 +75,19 @@ class Answer:
 
     CONTINUE: Answer
 
-    def __init__(self, value: int = 0, fd: int | None = None, cloexec: bool = False) -> None:
+    def __init__(
+        self, value: int = 0, fd: int | None = None, cloexec: bool = False,
+        *, proceed: bool = False,
+    ) -> None:
         self.value = value
         self.fd = fd
         self.cloexec = cloexec
+        self.proceed = proceed
+        """Let the kernel run the call as made: a flag, not the identity of
+        :attr:`CONTINUE`, so a second copy of this module answers alike."""
 
 
-Answer.CONTINUE = Answer(-1)
+Answer.CONTINUE = Answer(proceed=True)
 Handler = Callable[["Caller"], Answer]
 
 
@@ -341,7 +347,7 @@ class Supervisor:
         except Exception:  # a mistake of ours: refuse rather than leave it waiting
             self.listener.reply(call, error=errno.EACCES)
             return
-        if answer is Answer.CONTINUE:
+        if answer.proceed:
             self.listener.proceed(call)
         elif answer.fd is not None:
             try:
