@@ -281,9 +281,6 @@ class ChildRole:
             message["raised"] = self.raised
         return message
 
-    def send(self, message: dict[str, Any]) -> None:
-        self.writer.send(transport.encode(message))
-
 
 def _abandon(writer: Writer, why: str) -> NoReturn:
     """End a child the plugin itself failed in: say why (the test fails), run nothing more."""
